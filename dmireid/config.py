@@ -1,0 +1,286 @@
+"""Typed run configuration: dataclasses, YAML presets and ``key=value`` overrides.
+
+A :class:`Config` is built once (``load_config``) and passed down explicitly; nothing reads a
+global. Defaults are the paper/CC defaults of the method spec (DMI on Market-1501, one GPU).
+
+    cfg = load_config("smoke", ["train.epochs=3", "method=cc"])
+    cfg.train.epochs  # 3
+
+Presets are the YAML files in ``dmireid/configs`` (``configs/`` in the repository); ``--config``
+takes a preset name or a path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import DmireidError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+UpdateRule = Literal["sequential", "hard", "mean"]
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed."""
+
+    name: str = "synthetic"  # market1501 | msmt17 | dukemtmcreid | folder | synthetic
+    root: str | None = None  # dataset folder; synthetic: cache folder (default ~/.cache/dmireid)
+    height: int = 256
+    width: int = 128
+    num_instances: int = 16  # K images per cluster in a P×K batch
+    camera_aware: bool = True  # sampler prefers other cameras than the anchor's
+    num_workers: int = 4
+    corrupt_images: Literal["skip", "stop"] = "skip"  # unreadable training images
+    synthetic_ids: int = 200  # synthetic generator: identities (split in half train/test)
+    synthetic_cameras: int = 6
+    synthetic_seed: int = 0
+    synthetic_height: int = 128  # pixel size the synthetic generator draws at
+    synthetic_width: int = 64
+
+
+@dataclass
+class ModelConfig:
+    """Backbone, pooling and neck (spec §2)."""
+
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50
+    pretrained: str | None = None  # torchvision weight file, or "imagenet" (needs internet)
+    pooling: Literal["gem", "avg"] = "gem"
+    gem_p: float = 3.0
+    last_stride: int = 1
+    bn_group_size: int = 64  # ghost BatchNorm group (0 = whole batch); 64 = the 4-GPU statistics
+    channels_last: bool = True  # on CUDA only
+
+
+@dataclass
+class PseudoLabelConfig:
+    """k-reciprocal Jaccard + DBSCAN (spec §1.2-3, §3)."""
+
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    knn_backend: Literal["auto", "faiss", "torch", "faiss-hnsw"] = "auto"
+
+
+@dataclass
+class MemoryConfig:
+    """Proxy memories and losses (spec §4). The CHOICE items of the spec are keys here."""
+
+    temperature: float = 0.05
+    momentum: float = 0.1  # weight of the old value in proxy momentum updates
+    cc_update: UpdateRule = "sequential"  # method=cc
+    dcp_updates: list[str] = field(default_factory=lambda: ["hard", "mean"])  # method=dmi
+    dcp_margin: float = 0.0  # >0: 0.5*(CE_mean + max(0, CE_hard - margin)) as the unofficial code
+    mip_instances: int = 16  # K_mip slots per cluster
+    mip_weight: float = 1.0  # lambda
+    mip_negatives_topk: int = 0  # 0 = every other cluster
+    mip_source: Literal["momentum", "online"] = "momentum"
+    ema_momentum: float = 0.999  # alpha of the momentum encoder
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and the epoch loop."""
+
+    epochs: int = 50
+    iters: int = 200
+    batch_size: int = 256  # P*K
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    seed: int = 1
+    eval_every: int = 10
+    schedule: Literal["single", "two_stage"] = "single"
+    stage1_epochs: int = 40  # two_stage: DCP-only epochs before DCP+MIP+EMA
+    amp: bool = True  # on CUDA only
+    deterministic: bool = False
+    max_empty_epochs: int = 3  # stop after this many consecutive epochs with < 2 clusters
+    extract_batch_size: int = 128
+
+
+@dataclass
+class Config:
+    """A whole run. ``output_dir`` is the run folder itself."""
+
+    method: Literal["cc", "dmi"] = "dmi"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    output_dir: str = "runs/demo"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a ``key=value`` string) to ``annotation`` or raise."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if isinstance(value, str) or value in args:
+            if value in args:
+                return value
+        raise DmireidError(f"config key {key}: {value!r} is not one of {', '.join(map(str, args))}")
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            raise DmireidError(f"config key {key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise DmireidError(f"config key {key}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise DmireidError(f"config key {key}: expected a number, got {value!r}")
+        try:
+            number = annotation(value) if annotation is float else int(str(value), 0) if isinstance(value, str) else value
+        except (TypeError, ValueError):
+            raise DmireidError(f"config key {key}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is int and (not isinstance(number, int) or isinstance(number, bool)):
+            if isinstance(number, float) and number.is_integer():
+                return int(number)
+            raise DmireidError(f"config key {key}: expected an integer, got {value!r}")
+        return number
+    if annotation is str:
+        return str(value)
+    return value
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    types_ = _field_types(type(obj))
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in types_:
+            known = ", ".join(f"{prefix}{n}" for n in types_)
+            raise DmireidError(f"unknown config key {key!r} (known keys: {known})")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise DmireidError(f"config key {key}: expected a mapping of sub-keys, got {value!r}")
+            _apply(current, value, key + ".")
+        else:
+            setattr(obj, name, _coerce(value, types_[name], key))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "method=cc"]`` -> ``{"train": {"epochs": "3"}, "method": "cc"}``."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise DmireidError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DmireidError(f"override {item!r} conflicts with an earlier override")
+        node[parts[-1]] = value
+    return nested
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A preset name (``demo``, ``smoke``, ``dmi_market1501``) or a YAML path -> existing path."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if preset.is_file():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise DmireidError(f"config file {str(name_or_path)!r} not found (presets: {presets})")
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a Config from a (possibly partial) nested dict."""
+    cfg = Config()
+    _apply(cfg, values or {})
+    validate(cfg)
+    return cfg
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML preset/file <- ``key=value`` overrides, validated."""
+    cfg = Config()
+    if config is not None:
+        path = resolve_config_path(config)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise DmireidError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise DmireidError(f"config file {path}: expected a mapping of keys at the top level")
+        _apply(cfg, values)
+    _apply(cfg, parse_overrides(overrides or []))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks with one-line messages naming the key."""
+    checks = [
+        (cfg.train.epochs >= 1, "train.epochs must be >= 1"),
+        (cfg.train.iters >= 1, "train.iters must be >= 1"),
+        (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.data.num_instances >= 1, "data.num_instances must be >= 1"),
+        (cfg.train.batch_size % cfg.data.num_instances == 0,
+         f"train.batch_size ({cfg.train.batch_size}) must be a multiple of data.num_instances ({cfg.data.num_instances})"),
+        (cfg.model.bn_group_size >= 0, "model.bn_group_size must be >= 0"),
+        (cfg.model.bn_group_size == 0 or cfg.train.batch_size % cfg.model.bn_group_size == 0
+         or cfg.model.bn_group_size >= cfg.train.batch_size,
+         f"train.batch_size ({cfg.train.batch_size}) must be a multiple of model.bn_group_size ({cfg.model.bn_group_size})"),
+        (cfg.model.arch in ("resnet18", "resnet34", "resnet50"),
+         f"model.arch {cfg.model.arch!r} is not one of resnet18, resnet34, resnet50"),
+        (0 < cfg.pseudo_labels.eps < 1, "pseudo_labels.eps must be in (0, 1)"),
+        (cfg.pseudo_labels.min_samples >= 1, "pseudo_labels.min_samples must be >= 1"),
+        (cfg.pseudo_labels.k1 >= 2 and cfg.pseudo_labels.k2 >= 1, "pseudo_labels.k1 must be >= 2 and k2 >= 1"),
+        (len(cfg.memory.dcp_updates) >= 1, "memory.dcp_updates must name at least one rule"),
+        (all(r in ("sequential", "hard", "mean") for r in cfg.memory.dcp_updates),
+         f"memory.dcp_updates {cfg.memory.dcp_updates} may only hold sequential, hard, mean"),
+        (0 <= cfg.memory.momentum < 1, "memory.momentum must be in [0, 1)"),
+        (0 <= cfg.memory.ema_momentum < 1, "memory.ema_momentum must be in [0, 1)"),
+        (cfg.memory.temperature > 0, "memory.temperature must be > 0"),
+        (cfg.memory.mip_instances >= 1, "memory.mip_instances must be >= 1"),
+        (cfg.memory.mip_negatives_topk >= 0, "memory.mip_negatives_topk must be >= 0"),
+        (cfg.train.schedule == "single" or cfg.train.stage1_epochs < cfg.train.epochs,
+         "train.stage1_epochs must be < train.epochs with train.schedule=two_stage"),
+        (cfg.data.height >= 16 and cfg.data.width >= 16, "data.height and data.width must be >= 16"),
+        (cfg.train.eval_every >= 1, "train.eval_every must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DmireidError(f"invalid config: {message}")
+    if cfg.device != "auto" and not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise DmireidError(f"invalid config: device {cfg.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
