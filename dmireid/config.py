@@ -226,9 +226,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
-def load_config(config: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML preset/file <- ``key=value`` overrides, validated."""
+def load_config(config: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """Defaults <- ``base`` dict (e.g. a checkpoint's config) <- YAML preset/file <- ``key=value`` overrides."""
     cfg = Config()
+    _apply(cfg, base or {})
     if config is not None:
         path = resolve_config_path(config)
         try:

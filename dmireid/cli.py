@@ -1,0 +1,196 @@
+"""``dmireid`` command line: a thin layer that parses arguments and calls the library.
+
+Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize.
+User errors print one line (``dmireid: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (2-core machines)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from .errors import DmireidError  # noqa: E402
+
+log = logging.getLogger("dmireid")
+
+
+def setup_logging(run_dir: Path | None = None, quiet: bool = False) -> None:
+    """Console logging (rank 0 only under torchrun) and, for training, ``run_dir/train.log``."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.basicConfig(level=logging.WARNING, format="[rank %(process)d] %(levelname)s %(message)s")
+        return
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logging.getLogger().addHandler(handler)
+
+
+# ------------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .engine import train
+
+    config, overrides = args.config, list(args.overrides)
+    if args.resume:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise DmireidError(f"--resume {args.resume}: no config.yaml there (is it a dmireid run folder?)")
+        config = config or saved
+        overrides = [f"output_dir={args.resume}", *overrides]
+    elif config is None:
+        config = "demo"
+    cfg = load_config(config, overrides)
+    setup_logging(Path(cfg.output_dir))
+    results = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(format_results(results))
+    return 0
+
+
+def format_results(results: dict) -> str:
+    """The final table: mAP/R1/R5/R10 of θ and θ' (last epoch) and the best-on-test epoch."""
+    last, best = results["last"], results["best_on_test"]
+    rows = []
+    for suffix, name in (("", "online (θ)"), ("_ema", "momentum (θ')")):
+        if f"mAP{suffix}" in last:
+            rows.append(f"{name:<16}" + "".join(f"{100 * last[f'{k}{suffix}']:>8.1f}"
+                                                for k in ("mAP", "rank1", "rank5", "rank10")))
+    lines = [f"Results after epoch {last.get('epoch', -1) + 1} (last epoch)",
+             f"{'encoder':<16}{'mAP':>8}{'R1':>8}{'R5':>8}{'R10':>8}", *rows]
+    if not rows:
+        lines.append("(not evaluated: the dataset has no query/gallery)")
+    if best.get("epoch", -1) >= 0:
+        lines.append(f"best on test (selected on the test set, for reference only): mAP {100 * best['mAP']:.1f} "
+                     f"at epoch {best['epoch'] + 1}, {best['encoder']} encoder")
+    lines.append(f"run folder: {results['run_dir']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- data
+def cmd_make_synthetic(args) -> int:
+    from .data import load_dataset, make_synthetic
+
+    out = make_synthetic(args.out, num_ids=args.ids, num_cameras=args.cameras, seed=args.seed,
+                         height=args.height, width=args.width)
+    print(load_dataset("market1501", out).statistics_table())
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    from .data import check_images, load_dataset
+
+    dataset = load_dataset(args.name, args.root)
+    print(dataset.statistics_table())
+    paths = sorted({s[0] for s in dataset.train + dataset.query + dataset.gallery})
+    bad = check_images(paths)
+    for path, reason in bad:
+        print(f"unreadable: {path}: {reason}")
+    print(f"{len(paths) - len(bad)} of {len(paths)} images decode")
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from .config import load_config
+    from .data import load_dataset
+    from .engine import evaluate_model, load_checkpoint
+    from .engine.trainer import build_model_from_config, dataset_options, resolve_device
+
+    if bool(args.checkpoint) == bool(args.random_init):
+        raise DmireidError("evaluate needs a CHECKPOINT or --random-init (not both)")
+    state = None
+    if args.checkpoint:
+        state = load_checkpoint(args.checkpoint)
+        if "config" not in state:
+            raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside)")
+        cfg = load_config(args.config, args.overrides, base=state["config"])
+    else:
+        cfg = load_config(args.config or "demo", args.overrides)
+    if args.dataset:
+        cfg.data.name = args.dataset
+    if args.root:
+        cfg.data.root = args.root
+    setup_logging(quiet=args.quiet)
+    model = build_model_from_config(cfg)
+    if state is not None:
+        encoder = args.encoder or ("momentum" if state.get("ema_model") is not None else "online")
+        key = "ema_model" if encoder == "momentum" else "model"
+        if state.get(key) is None:
+            raise DmireidError(f"{args.checkpoint} holds no {encoder} encoder")
+        model.load_state_dict(state[key])
+    device = resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data.name, cfg.data.root, **dataset_options(cfg))
+    metrics = evaluate_model(model.to(device), dataset, cfg, device, progress=not args.quiet, rerank=args.rerank)
+    print(f"{'mAP':>8}{'R1':>8}{'R5':>8}{'R10':>8}{'mINP':>8}")
+    print("".join(f"{100 * metrics[k]:>8.1f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmireid", description="Unsupervised person re-identification (CC, DMI).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train (no arguments: the synthetic demo)")
+    p.add_argument("--config", help="preset name (demo, smoke, dmi_market1501, ...) or YAML path")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (or a random init) on a dataset")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--config", help="model/data config for --random-init (default: demo)")
+    p.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
+    p.add_argument("--root", help="dataset folder")
+    p.add_argument("--encoder", choices=["online", "momentum"])
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("make-synthetic", help="write the synthetic Market-layout dataset")
+    p.add_argument("out")
+    p.add_argument("--ids", type=int, default=200)
+    p.add_argument("--cameras", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
+    p.set_defaults(func=cmd_make_synthetic)
+
+    p = sub.add_parser("check-data", help="decode every image of a dataset and list unreadable ones")
+    p.add_argument("name")
+    p.add_argument("root")
+    p.set_defaults(func=cmd_check_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DmireidError as exc:
+        print(f"dmireid: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dmireid: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
