@@ -249,3 +249,14 @@ def test_ghost_bn_model_trains_and_grads_flow():
     out[:, :8].sum().backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
     assert isinstance(model, ReIDModel)
+
+
+def test_ghost_bn_channels_last_kept():
+    torch.manual_seed(4)
+    bn = nn.BatchNorm2d(3)
+    set_bn_group_size(bn, 2)
+    x = torch.randn(4, 3, 4, 2)
+    ref = copy.deepcopy(bn)(x)
+    out = bn(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref)

@@ -97,14 +97,12 @@ class MultiInstanceProxies(nn.Module):
         g = group_batch(as_labels(y, f.device), self.num_clusters)
         if g.num_groups == 0:
             return
-        fs = f[g.order]
-        n = fs.shape[0]
-        keys = _rand(n, generator, f.device)
+        keys = _rand(g.order.numel(), generator, f.device)
         by_key = torch.argsort(keys)
         shuffled = by_key[torch.argsort(g.group[by_key], stable=True)]  # grouped, random within group
         slots = torch.arange(self.num_instances, device=f.device)
-        source = shuffled[g.start[:, None] + slots[None, :] % g.counts[:, None]]  # U×K sorted positions
-        self.instances.index_copy_(0, g.labels, fs[source])
+        source = g.order[shuffled[g.start[:, None] + slots[None, :] % g.counts[:, None]]]  # U×K batch rows
+        self.instances.index_copy_(0, g.labels, f[source])
 
     @staticmethod
     def sample_members(labels, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

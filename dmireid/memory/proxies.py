@@ -114,10 +114,12 @@ class ClusterProxies(nn.Module):
         # table[j, u] = sorted position of group u's j-th sample, -1 when it has fewer
         table = torch.full((g.max_count, g.num_groups), -1, dtype=torch.long, device=fs.device)
         table[g.occurrence, g.group] = torch.arange(fs.shape[0], device=fs.device)
-        for row in table:  # max_count (= K) steps
-            old = P.index_select(0, g.labels)
-            new = self._momentum_step(old, fs[row.clamp(min=0)])
-            P.index_copy_(0, g.labels, torch.where((row >= 0)[:, None], new, old))
+        steps = fs[table.clamp(min=0)]  # max_count × U × d
+        present = (table >= 0).unsqueeze(2)
+        current = P.index_select(0, g.labels)
+        for j in range(g.max_count):  # max_count (= K) steps, each cluster at most once per step
+            current = torch.where(present[j], self._momentum_step(current, steps[j]), current)
+        P.index_copy_(0, g.labels, current)
 
     def _update_hard(self, fs: torch.Tensor, g: BatchGroups) -> None:
         P = self.proxies
