@@ -139,6 +139,94 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- using a model
+def _extractor(args):
+    from .engine.extractor import FeatureExtractor
+
+    return FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, encoder=args.encoder,
+                            flip=getattr(args, "flip", False), num_workers=args.num_workers)
+
+
+def cmd_extract(args) -> int:
+    from .engine.extractor import collect_image_paths
+    from .engine.search import save_features
+
+    paths = collect_image_paths(args.images)
+    extractor = _extractor(args)
+    features = extractor(paths, progress=not args.quiet)
+    save_features(args.out, paths, features)
+    print(f"wrote {args.out}: {len(paths)} images x {features.shape[1]} features ({extractor.encoder} encoder)")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .engine.extractor import collect_image_paths
+    from .engine.search import load_features, search
+
+    gallery_features = None
+    if len(args.gallery) == 1 and args.gallery[0].endswith(".npz"):
+        gallery, gallery_features = load_features(args.gallery[0])
+    else:
+        gallery = collect_image_paths(args.gallery)
+    result = search(_extractor(args), collect_image_paths(args.query), gallery, gallery_features,
+                    topk=args.topk, progress=not args.quiet)
+    if args.out:
+        print(f"wrote {result.save(args.out)}")
+    else:
+        print(result.format())
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from .engine.grouping import cluster_folder
+
+    result = cluster_folder(_extractor(args), args.folder, args.out, eps=args.eps, k1=args.k1, k2=args.k2,
+                            min_samples=args.min_samples, progress=not args.quiet)
+    print(result.summary())
+    print(f"wrote {result.csv} and {len(result.sheets)} contact sheet(s) in {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .engine.export import check_onnx, export_onnx
+    from .engine.extractor import FeatureExtractor
+
+    extractor = FeatureExtractor(args.checkpoint, device="cpu", encoder=args.encoder)
+    path = export_onnx(extractor, args.onnx, opset=args.opset, height=args.height, width=args.width,
+                       dynamo=args.dynamo)
+    height, width = args.height or extractor.height, args.width or extractor.width
+    print(f"wrote {path}: input 'images' N x 3 x {height} x {width} (preprocessed), "
+          f"output 'features' N x {extractor.feature_dim} (L2-normalised), {extractor.encoder} encoder, opset {args.opset}")
+    try:
+        print(f"onnxruntime vs PyTorch on random batches of 1 and 3: max abs difference {check_onnx(path, extractor):.2e}")
+    except DmireidError as exc:
+        print(f"not checked with onnxruntime ({exc})")
+    return 0
+
+
+def cmd_visualize(args) -> int:
+    from .engine.report import visualize_run
+
+    setup_logging(quiet=args.quiet)
+    report = visualize_run(args.run, args.out, dataset=args.dataset, root=args.root, num_queries=args.num_queries,
+                           topk=args.topk, select=args.select, encoder=args.encoder, batch_size=args.batch_size,
+                           device=args.device, progress=not args.quiet)
+    curves = f", training curves {report.curves}" if report.curves else " (no metrics.jsonl: no training curves)"
+    print(f"wrote {len(report.strips)} rank lists and {report.index}{curves}")
+    return 0
+
+
+def _model_options(p: argparse.ArgumentParser, flip: bool = True) -> None:
+    p.add_argument("--encoder", choices=["online", "momentum"],
+                   help="which encoder of the checkpoint (default: momentum when it has one)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
+    p.add_argument("--num-workers", type=int, default=0, help="image decoding processes")
+    if flip:
+        p.add_argument("--flip", action="store_true", help="average the features of each image and its mirror image")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 # ------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmireid", description="Unsupervised person re-identification (CC, DMI).")
@@ -177,6 +265,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("root")
     p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("extract", help="embed images with a checkpoint into an .npz (paths, features)")
+    p.add_argument("checkpoint", help="dmireid checkpoint or torchvision ResNet weight file")
+    p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
+    p.add_argument("--out", required=True, help="output .npz")
+    _model_options(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("search", help="rank gallery images for each query image")
+    p.add_argument("checkpoint")
+    p.add_argument("--query", nargs="+", required=True, help="query image files, folders or globs")
+    p.add_argument("--gallery", nargs="+", required=True, help="gallery images, folders, globs, or one .npz from extract")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--out", help="save to .csv or .json instead of printing")
+    _model_options(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("cluster", help="group a folder of unlabelled crops by identity")
+    p.add_argument("checkpoint")
+    p.add_argument("folder", nargs="+", help="image folder(s), files or globs")
+    p.add_argument("--out", required=True, help="output folder: clusters.csv and contact sheets")
+    p.add_argument("--eps", type=float, default=0.6)
+    p.add_argument("--k1", type=int, default=30)
+    p.add_argument("--k2", type=int, default=6)
+    p.add_argument("--min-samples", type=int, default=4)
+    _model_options(p)
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("export", help="export the encoder to ONNX (dynamic batch)")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--encoder", choices=["online", "momentum"])
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--height", type=int, help="input height (default: the checkpoint's)")
+    p.add_argument("--width", type=int, help="input width (default: the checkpoint's)")
+    p.add_argument("--dynamo", action="store_true", help="torch.export-based exporter instead of the TorchScript one")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("visualize", help="rank-list images of test queries, index.html, training curves")
+    p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder (last.pt, metrics.jsonl) or checkpoint")
+    p.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
+    p.add_argument("--root", help="dataset folder (default: the checkpoint's)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--num-queries", type=int, default=10)
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--select", choices=["spread", "first"], default="spread",
+                   help="evenly spaced queries (default) or the first ones")
+    _model_options(p, flip=False)
+    p.set_defaults(func=cmd_visualize)
     return parser
 
 

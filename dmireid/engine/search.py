@@ -1,0 +1,112 @@
+"""Image search with a trained model: rank a gallery for each query image; feature files.
+
+    from dmireid.engine.search import search
+    result = search(FeatureExtractor("last.pt"), ["q.jpg"], gallery_paths=["g1.jpg", "g2.jpg"], topk=5)
+    print(result.format())
+    result.save("results.csv")            # or .json
+
+Distances are squared Euclidean distances of the unit features (``2 - 2·cos``), as in evaluation.
+A ``.npz`` written by :func:`save_features` (``dmireid extract``) can stand in for the gallery.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DmireidError
+from ..evaluation.visualize import rank_gallery
+from .extractor import FeatureExtractor
+
+
+def save_features(path: str | Path, paths: Sequence[str], features: torch.Tensor) -> Path:
+    """``paths`` (str array) and ``features`` (float32 N×d) to an ``.npz`` (loads without pickle)."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as handle:  # np.savez would append .npz to other names
+            np.savez(handle, paths=np.array([str(p) for p in paths], dtype=str),
+                     features=np.asarray(features, dtype=np.float32))
+    except OSError as exc:
+        raise DmireidError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def load_features(path: str | Path) -> tuple[list[str], torch.Tensor]:
+    """Inverse of :func:`save_features`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            paths, features = [str(p) for p in data["paths"]], torch.from_numpy(data["features"].astype(np.float32))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DmireidError(f"{path} is not a dmireid feature file (paths + features): "
+                           f"{' '.join(str(exc).split())[:120]}") from None
+    if features.ndim != 2 or len(paths) != len(features):
+        raise DmireidError(f"{path}: {len(paths)} paths but features of shape {tuple(features.shape)}")
+    return paths, features
+
+
+@dataclass
+class SearchResult:
+    query_paths: list[str]
+    gallery_paths: list[str]
+    indices: np.ndarray  # Q×k gallery rows, nearest first
+    distances: np.ndarray  # Q×k squared Euclidean distances
+
+    def rows(self):
+        """(query, rank 1..k, gallery path, distance) tuples."""
+        for q, path in enumerate(self.query_paths):
+            for r, (j, d) in enumerate(zip(self.indices[q], self.distances[q]), 1):
+                if j >= 0:
+                    yield path, r, self.gallery_paths[j], float(d)
+
+    def format(self) -> str:
+        lines, last = [], None
+        for query, rank, path, dist in self.rows():
+            if query != last:
+                lines.append(f"query {query}")
+                last = query
+            lines.append(f"  {rank:>3}  {dist:.4f}  {path}")
+        return "\n".join(lines)
+
+    def save(self, out: str | Path) -> Path:
+        """``.csv`` (query, rank, gallery, distance) or ``.json`` ([{query, results: [...]}])."""
+        out = Path(out)
+        suffix = out.suffix.lower()
+        if suffix not in (".csv", ".json"):
+            raise DmireidError(f"--out {out}: the file name must end in .csv or .json")
+        try:
+            if suffix == ".csv":
+                with open(out, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.writer(handle)
+                    writer.writerow(["query", "rank", "gallery", "distance"])
+                    writer.writerows((q, r, g, f"{d:.6f}") for q, r, g, d in self.rows())
+            else:
+                grouped = {q: [] for q in self.query_paths}
+                for q, r, g, d in self.rows():
+                    grouped[q].append({"rank": r, "path": g, "distance": round(d, 6)})
+                out.write_text(json.dumps([{"query": q, "results": v} for q, v in grouped.items()], indent=1))
+        except OSError as exc:
+            raise DmireidError(f"cannot write {out}: {exc.strerror or exc}") from None
+        return out
+
+
+def search(extractor: FeatureExtractor, query_paths: Sequence[str], gallery_paths: Sequence[str] | None = None,
+           gallery_features: torch.Tensor | None = None, topk: int = 10, progress: bool = False) -> SearchResult:
+    """Rank the gallery for each query. Give ``gallery_paths`` (embedded here) and/or precomputed
+    ``gallery_features`` (rows matching ``gallery_paths``)."""
+    if gallery_paths is None:
+        raise DmireidError("search needs gallery images")
+    if topk < 1:
+        raise DmireidError(f"topk must be >= 1, got {topk}")
+    if gallery_features is None:
+        gallery_features = extractor(list(gallery_paths), progress=progress)
+    elif gallery_features.shape[1] != extractor.feature_dim:
+        raise DmireidError(f"gallery features have d={gallery_features.shape[1]}, the model gives d={extractor.feature_dim}")
+    query_features = extractor(list(query_paths), progress=progress)
+    indices, distances, _ = rank_gallery(query_features, gallery_features, topk)
+    return SearchResult(list(map(str, query_paths)), list(map(str, gallery_paths)), indices, distances)
