@@ -24,8 +24,14 @@ Streaming: the Q×G distance matrix is never materialised and nothing is sorted 
 true matches. Per chunk of B queries, one ``addmm`` gives the B×G distances, the matches'
 distances are sorted per query (P per query, P small) and every gallery distance is bucketed
 against them with one ``searchsorted``; a histogram of the buckets gives, for every true match,
-the number of valid items at or below it. Cost: O(Q·G·d) for the matmul plus O(Q·G·log P);
-memory: about 3 bytes × 4 × B·G for a chunk (B chosen so the distance block is ~64 MB).
+the number of valid items at or below it. Ties with a non-match at the first or last match (rare
+outside quantised data) are resolved on those rows alone. Cost: O(Q·G·d) for the matmul plus
+O(Q·G·log P); memory: ~8 bytes per distance of one chunk (float32 distances + int32 buckets),
+B chosen so the distance block is ~64 MB — never the Q×G matrix or an argsort of it.
+
+Other distances plug in as a *distance-rows provider*: a callable ``rows(start, stop)`` returning
+the (stop-start)×G float32 distances of query rows [start, stop) on the evaluation device
+(``rerank=True`` wraps ``KReciprocalReranker.distance_rows`` from ``.rerank`` this way).
 """
 
 from __future__ import annotations
@@ -139,7 +145,13 @@ def _check_dims(q: torch.Tensor, g: torch.Tensor) -> None:
 
 
 def _as_labels(x, name: str, expected: int, rows_of: str, device) -> torch.Tensor:
-    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise DmireidError(f"{name} must be an integer array ({exc})") from None
     if t.ndim != 1:
         raise DmireidError(f"{name} must be a 1-D array, got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
