@@ -28,6 +28,7 @@ def setup_logging(run_dir: Path | None = None, quiet: bool = False) -> None:
         return
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", force=True)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every SIMD variant it tries
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(run_dir / "train.log")
@@ -107,6 +108,8 @@ def cmd_evaluate(args) -> int:
     from .engine import evaluate_model, load_checkpoint
     from .engine.trainer import build_model_from_config, dataset_options, resolve_device
 
+    if args.checkpoint and "=" in args.checkpoint and not Path(args.checkpoint).exists():
+        args.overrides, args.checkpoint = [args.checkpoint, *args.overrides], None  # a key=value, not a file
     if bool(args.checkpoint) == bool(args.random_init):
         raise DmireidError("evaluate needs a CHECKPOINT or --random-init (not both)")
     state = None
@@ -188,7 +191,7 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .engine.export import check_onnx, export_onnx
+    from .engine.export import check_onnx, export_onnx, onnx_opset
     from .engine.extractor import FeatureExtractor
 
     extractor = FeatureExtractor(args.checkpoint, device="cpu", encoder=args.encoder)
@@ -196,7 +199,8 @@ def cmd_export(args) -> int:
                        dynamo=args.dynamo)
     height, width = args.height or extractor.height, args.width or extractor.width
     print(f"wrote {path}: input 'images' N x 3 x {height} x {width} (preprocessed), "
-          f"output 'features' N x {extractor.feature_dim} (L2-normalised), {extractor.encoder} encoder, opset {args.opset}")
+          f"output 'features' N x {extractor.feature_dim} (L2-normalised), {extractor.encoder} encoder, "
+          f"opset {onnx_opset(path)}")
     try:
         print(f"onnxruntime vs PyTorch on random batches of 1 and 3: max abs difference {check_onnx(path, extractor):.2e}")
     except DmireidError as exc:

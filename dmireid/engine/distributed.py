@@ -61,6 +61,27 @@ def all_gather_uneven(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([gathered[r * max(sizes): r * max(sizes) + n] for r, n in enumerate(sizes)])
 
 
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average floating buffers (BN running stats) over ranks, in place.
+
+    With every rank starting from the same running stats, the average of the per-rank momentum
+    updates equals one update with the mean of the per-rank batch statistics: exactly what ghost
+    BatchNorm does with groups of ``bn_group_size`` in a single process.
+    """
+    if not is_distributed():
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.reshape(-1) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for b in buffers:
+        b.copy_(flat[offset: offset + b.numel()].view_as(b))
+        offset += b.numel()
+
+
 def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)

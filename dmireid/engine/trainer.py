@@ -4,7 +4,8 @@
     from dmireid.engine import train
     results = train(load_config("smoke", ["output_dir=runs/x"]))
 
-Per epoch every global RNG is re-seeded from ``(train.seed, epoch)`` and the sampler, data-loader
+Checkpoints are written at epoch ends, where the memories are rebuilt from the model anyway (cluster
+ids change every epoch), so a checkpoint needs no memory state. Per epoch every global RNG is re-seeded from ``(train.seed, epoch)`` and the sampler, data-loader
 workers and MIP replacement draw from generators seeded the same way, so a run resumed from an
 epoch-end checkpoint repeats exactly what the uninterrupted run would have done.
 """
@@ -12,7 +13,7 @@ epoch-end checkpoint repeats exactly what the uninterrupted run would have done.
 from __future__ import annotations
 
 import logging
-import math
+import os
 import random
 import time
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..config import Config, save_config
@@ -97,16 +97,6 @@ def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
                            f"use another output_dir or the same settings")
 
 
-def draw_cluster_members(labels: np.ndarray, per_cluster: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices C×per_cluster drawn uniformly with replacement from each cluster (labels ≥ 0)."""
-    clustered = np.flatnonzero(labels >= 0)
-    order = clustered[np.argsort(labels[clustered], kind="stable")]
-    counts = np.bincount(labels[clustered])
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    offsets = np.floor(rng.random((len(counts), per_cluster)) * counts[:, None]).astype(np.int64)
-    return order[starts[:, None] + offsets]
-
-
 class Trainer:
     """Owns the model, momentum encoder, memories and optimiser; hooks do the rest."""
 
@@ -117,6 +107,9 @@ class Trainer:
         self.run_dir = Path(cfg.output_dir)
         self.progress = progress
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
         self.rank, self.world_size = dist.init_distributed(self.device)
         self.hooks = hooks if hooks is not None else self.default_hooks()
         self.epoch = 0  # epochs finished
@@ -127,6 +120,7 @@ class Trainer:
         self.ema: MomentumEncoder | None = None
         self.memory: torch.nn.Module | None = None
         self.mip: MultiInstanceProxies | None = None
+        self.current_labels: np.ndarray | None = None  # this epoch's pseudo-labels (N,), -1 = outlier
 
     def default_hooks(self) -> list[Hook]:
         return [ProgressHook(self.progress), EvaluationHook(self.cfg.train.eval_every),
@@ -146,16 +140,29 @@ class Trainer:
         self.model = self.build_model().to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if self.world_size > 1:
+            self.check_divisible()
+            # BN running stats are averaged over ranks after each step (see dist.average_buffers), not
+            # broadcast from rank 0, so N processes × G images equal one process with bn_group_size=G.
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         self.optimizer, self.scheduler = self.make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.mip_active(0):
-            self.ema = MomentumEncoder(self.model, alpha=cfg.memory.ema_momentum)
+            self.ema = MomentumEncoder(self.unwrapped, alpha=cfg.memory.ema_momentum)
         checkpoint = resume_from or (self.run_dir / "last.pt")
         if checkpoint.exists():
             self.resume(checkpoint)
         elif dist.is_main():
             save_config(cfg, self.run_dir / "config.yaml")
         self.log_choices()
+
+    def check_divisible(self) -> None:
+        clusters = self.cfg.train.batch_size // self.cfg.data.num_instances
+        if clusters % self.world_size:
+            raise DmireidError(f"train.batch_size/data.num_instances = {clusters} clusters per batch cannot be split "
+                               f"evenly over {self.world_size} processes")
 
     @property
     def use_channels_last(self) -> bool:
@@ -215,10 +222,10 @@ class Trainer:
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
         check_resumable(state["config"], self.cfg, path)
-        self.model.load_state_dict(state["model"])
+        self.unwrapped.load_state_dict(state["model"])
         if state.get("ema_model") is not None:
             if self.ema is None:
-                self.ema = MomentumEncoder(self.model, alpha=self.cfg.memory.ema_momentum)
+                self.ema = MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum)
             self.ema.module.load_state_dict(state["ema_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -239,8 +246,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "memory": self.memory.state_dict() if self.memory is not None else None,
-            "mip": self.mip.state_dict() if self.mip is not None else None,
             "best": self.best,
             "empty_epochs": self.empty_epochs,
             "metrics": dict(self.record),
@@ -283,7 +288,7 @@ class Trainer:
                                         cfg.train.extract_batch_size, self.device, cfg.data.num_workers,
                                         amp=self.amp_dtype is not None, channels_last=self.use_channels_last,
                                         progress=self.progress, description=f"extract train (epoch {epoch + 1})")
-        labels = self.pseudo_labels(features, ok)
+        labels = self.current_labels = self.pseudo_labels(features, ok)
         self.record["time_pseudo_labels"] = time.time() - start
         num_clusters = int(labels.max()) + 1 if labels.size else 0
         if num_clusters < 2:
@@ -361,8 +366,8 @@ class Trainer:
     def init_instances(self, labels: np.ndarray) -> MultiInstanceProxies:
         """K_mip θ' features (eval mode) per cluster, members drawn uniformly with replacement."""
         k = self.cfg.memory.mip_instances
-        rng = np.random.default_rng(epoch_seed(self.cfg.train.seed, self.epoch))
-        members = draw_cluster_members(labels, k, rng)  # C×K
+        generator = torch.Generator().manual_seed(epoch_seed(self.cfg.train.seed, self.epoch))
+        members = MultiInstanceProxies.sample_members(labels, k, generator).numpy()  # C×K
         unique, inverse = np.unique(members, return_inverse=True)
         cfg = self.cfg
         feats, _ = extract_features(self.ema.module, [self.dataset.train[i] for i in unique], cfg.data.height,
@@ -400,13 +405,12 @@ class Trainer:
             if self.use_channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             y = labels_t[index[ok]].to(self.device, non_blocking=True)
-            loss, terms = self.step(images, y, mip_gen)
+            loss, terms = self.step(images, y, mip_gen, iteration)
             losses.append(loss.detach())
             for key, value in terms.items():
                 terms_sum[key] = terms_sum.get(key, 0.0) + value.detach()
             n_images += len(y)
             if (iteration + 1) % self.log_every == 0 or iteration + 1 == self.cfg.train.iters:
-                self.check_finite(losses)
                 self.last_logged_loss = float(losses[-1])
             for hook in self.hooks:
                 hook.after_iter(self, iteration + 1)
@@ -421,25 +425,21 @@ class Trainer:
             raise DmireidError(f"unreadable training image {path} (data.corrupt_images=skip leaves such images out)")
         log.warning("skipping %d unreadable image(s) in a batch, e.g. %s", len(bad_index), path)
 
-    def check_finite(self, losses: list[torch.Tensor]) -> None:
-        """One device sync per ``log_every`` iterations; stops at the first non-finite loss."""
-        stacked = torch.stack(losses)
-        finite = torch.isfinite(stacked)
-        if not bool(finite.all()):
-            first = int((~finite).nonzero()[0])
-            raise DmireidError(f"loss became {float(stacked[first])} at epoch {self.epoch + 1} iteration {first + 1}; "
+    def check_finite(self, loss: torch.Tensor, iteration: int) -> None:
+        """Stop before a non-finite loss reaches the weights or the memories (one scalar sync)."""
+        if not bool(torch.isfinite(loss.detach())):
+            raise DmireidError(f"loss became {float(loss)} at epoch {self.epoch + 1} iteration {iteration + 1}; "
                                f"stopped, the last good checkpoint {self.run_dir / 'last.pt'} is kept "
                                f"(try a lower train.lr)")
 
-    def step(self, images: torch.Tensor, y: torch.Tensor, mip_gen: torch.Generator):
+    def step(self, images: torch.Tensor, y: torch.Tensor, mip_gen: torch.Generator, iteration: int):
         """One optimisation step; returns (loss, {term: value}) as device tensors."""
         with autocast_for(self.device, self.amp_dtype is not None):
-            f = self.model(images)
-        f = F.normalize(f.float(), dim=1)
+            f = self.model(images).float()  # B×d, unit rows
         momentum_f = None
         if self.mip is not None and self.cfg.memory.mip_source == "momentum":
             with torch.no_grad(), autocast_for(self.device, self.amp_dtype is not None):
-                momentum_f = F.normalize(self.ema.module(images).float(), dim=1)
+                momentum_f = self.ema.module(images).float()
         terms = {}
         if self.cfg.method == "cc":
             loss = self.memory.loss(f, y)
@@ -449,11 +449,13 @@ class Trainer:
             if self.mip is not None:
                 terms["loss_mip"] = self.mip.loss(f, y)
                 loss = loss + self.cfg.memory.mip_weight * terms["loss_mip"]
+        self.check_finite(loss, iteration)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
+            dist.average_buffers(self.unwrapped)
             f_all, y_all = dist.all_gather_uneven(f.detach()), dist.all_gather_uneven(y)
             self.memory.update(f_all, y_all)
             if self.mip is not None:
