@@ -157,21 +157,22 @@ def cmd_extract(args) -> int:
     paths = collect_image_paths(args.images)
     extractor = _extractor(args)
     features = extractor(paths, progress=not args.quiet)
-    save_features(args.out, paths, features)
+    save_features(args.out, paths, features, extractor.settings())
     print(f"wrote {args.out}: {len(paths)} images x {features.shape[1]} features ({extractor.encoder} encoder)")
     return 0
 
 
 def cmd_search(args) -> int:
     from .engine.extractor import collect_image_paths
-    from .engine.search import load_features, search
+    from .engine.search import check_compatible, load_features, search
 
-    gallery_features = None
+    extractor, gallery_features = _extractor(args), None
     if len(args.gallery) == 1 and args.gallery[0].endswith(".npz"):
-        gallery, gallery_features = load_features(args.gallery[0])
+        gallery, gallery_features, settings = load_features(args.gallery[0])
+        check_compatible(settings, extractor, args.gallery[0])
     else:
         gallery = collect_image_paths(args.gallery)
-    result = search(_extractor(args), collect_image_paths(args.query), gallery, gallery_features,
+    result = search(extractor, collect_image_paths(args.query), gallery, gallery_features,
                     topk=args.topk, progress=not args.quiet)
     if args.out:
         print(f"wrote {result.save(args.out)}")

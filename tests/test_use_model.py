@@ -18,6 +18,7 @@ from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid.engine import extract_features, save_checkpoint
 from dmireid.engine.extractor import FeatureExtractor, collect_image_paths, infer_resnet_arch
+from dmireid.engine.grouping import renumber_by_size, write_clusters_csv
 from dmireid.engine.trainer import build_model_from_config
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import draw_rank_strip, plot_training_curves, rank_gallery
@@ -53,8 +54,14 @@ def ckpt(models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def images(synthetic_root):
-    return sorted(str(p) for p in (synthetic_root / "query").glob("*.jpg"))[:5]
+def images(synthetic_root, tmp_path_factory):
+    """Five query images re-saved at 90×45 (PNG), so that the resize to 64×32 matters."""
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for src in sorted((synthetic_root / "query").glob("*.jpg"))[:5]:
+        paths.append(str(folder / (src.stem + ".png")))
+        Image.open(src).convert("RGB").resize((45, 90), Image.NEAREST).save(paths[-1])
+    return paths
 
 
 def _pils(paths):
@@ -224,6 +231,11 @@ def test_search_command_ranks(ckpt, synthetic_root, tmp_path, capsys):
     assert [r["path"] for r in saved[0]["results"]] == expected
     assert main(["search", str(ckpt), "--query", query, "--gallery", *gallery, "--out", str(tmp_path / "r.txt"),
                  "--quiet"]) == 2
+    assert ".csv or .json" in capsys.readouterr().err
+    # features of another encoder are refused
+    assert main(["search", str(ckpt), "--encoder", "online", "--query", query, "--gallery", str(feats),
+                 "--quiet"]) == 2
+    assert "extracted with the momentum encoder" in capsys.readouterr().err
 
 
 def test_rank_gallery_excludes_same_pid_same_camera():
@@ -249,10 +261,12 @@ def test_cluster_command(ckpt, synthetic_root, tmp_path, capsys):
     out = tmp_path / "groups"
     assert main(["cluster", str(ckpt), str(folder), "--out", str(out), "--eps", "0.5", "--min-samples", "2",
                  "--quiet"]) == 0
-    assert "13 images" in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert "13 images" in summary
     rows = list(csv.DictReader(open(out / "clusters.csv")))
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in folder.glob("*.jpg"))
     labels = {r["path"].rsplit("/", 1)[1]: int(r["cluster"]) for r in rows}
+    assert f"{sum(v < 0 for v in labels.values())} unclustered" in summary
     for i in range(3):  # identical images always share a cluster
         group = {labels[f"img{i}_{c}.jpg"] for c in range(4)}
         assert len(group) == 1 and group.pop() >= 0
@@ -261,6 +275,10 @@ def test_cluster_command(ckpt, synthetic_root, tmp_path, capsys):
     sheets = sorted(p.name for p in out.glob("cluster_*.png"))
     assert sheets == [f"cluster_{c:04d}.png" for c in clusters]
     assert Image.open(out / sheets[0]).size[0] > 48
+    # unclustered images are listed too (-1), clusters renumbered by size
+    write_clusters_csv(["a", "b", "c"], renumber_by_size(np.array([-1, 5, 5])), tmp_path / "c.csv")
+    assert (tmp_path / "c.csv").read_text().split() == ["path,cluster", "a,-1", "b,0", "c,0"]
+    assert renumber_by_size(np.array([0, 1, 1, -1, 2, 2, 2])).tolist() == [2, 1, 1, -1, 0, 0, 0]
 
 
 def test_rank_strip_borders():
@@ -279,8 +297,10 @@ def test_training_curves(tmp_path):
              {"epoch": 2, "loss": 2.0, "loss_dcp": 1.5, "loss_mip": 0.5, "num_clusters": 8, "mAP": 0.4}]
     metrics.write_text("\n".join(json.dumps(r) for r in lines) + "\n{broken\n")
     out = plot_training_curves(metrics, tmp_path / "curves.png")
-    image = Image.open(out).convert("RGB")
-    assert image.size[0] > 600 and len(image.getcolors(1 << 20)) > 10
+    pixels = np.asarray(Image.open(out).convert("RGB")).reshape(-1, 3)
+    assert len(pixels) > 600 * 300
+    for colour in ((31, 119, 180), (255, 127, 14), (44, 160, 44)):  # matplotlib's C0, C1, C2 lines
+        assert (pixels == colour).all(axis=1).sum() > 30
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(DmireidError, match="no epoch records"):

@@ -97,6 +97,13 @@ def export_onnx(checkpoint, path: str | Path, encoder: str | None = None, opset:
     return path
 
 
+def onnx_opset(path: str | Path) -> int:
+    """The default-domain opset of an ONNX file (the dynamo exporter may raise the one asked for)."""
+    onnx = _require("onnx")
+    return next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                 if o.domain in ("", "ai.onnx")), -1)
+
+
 def copy_to_cpu(model: torch.nn.Module) -> torch.nn.Module:
     """The model itself when already on the CPU, else a CPU copy (the extractor keeps its device)."""
     param = next(model.parameters(), None)

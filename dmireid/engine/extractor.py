@@ -144,7 +144,8 @@ class FeatureExtractor:
     """Callable that embeds images with a checkpoint's encoder (eval mode, no grad).
 
     ``checkpoint``: a dmireid ``.pt`` checkpoint, a torchvision ResNet state_dict file, or an
-    already loaded checkpoint dict. ``encoder``: ``"momentum"`` (θ', the default when the
+    already loaded checkpoint dict. ``device``: ``cpu``, ``cuda``, ``cuda:N`` or None/``auto``
+    (CUDA when available). ``encoder``: ``"momentum"`` (θ', the default when the
     checkpoint holds one) or ``"online"`` (θ). ``flip``: average the features of each image and its
     mirror image (then renormalise). Attributes: ``model`` (eval mode, on ``device``),
     ``transform`` (the test transform), ``height``, ``width``, ``feature_dim``, ``encoder``,
@@ -154,6 +155,7 @@ class FeatureExtractor:
     def __init__(self, checkpoint: str | Path | dict, device: str | torch.device | None = None,
                  batch_size: int = 64, encoder: str | None = None, flip: bool = False, num_workers: int = 0):
         from ..data import build_test_transform
+        from .trainer import resolve_device
 
         if encoder is not None and encoder not in ENCODERS:
             raise DmireidError(f"encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
@@ -161,8 +163,7 @@ class FeatureExtractor:
             raise DmireidError(f"batch_size must be >= 1, got {batch_size}")
         self.source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
         self.batch_size, self.flip, self.num_workers = int(batch_size), bool(flip), int(num_workers)
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(str(device) if device is not None else "auto")
         self.config = None
         model, self.encoder, (self.height, self.width) = self._load(checkpoint, encoder)
         self.model = model.to(self.device).eval()
@@ -243,6 +244,11 @@ class FeatureExtractor:
                    ([f"unexpected {', '.join(result.unexpected_keys[:3])}"] if result.unexpected_keys else [])
         if problems:
             raise DmireidError(f"{self.source}: the weights do not fit the model ({'; '.join(problems)})")
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the features: stored next to them by ``dmireid extract``."""
+        return {"checkpoint": self.source, "encoder": self.encoder, "flip": self.flip, "height": self.height,
+                "width": self.width, "feature_dim": self.feature_dim}
 
     # ------------------------------------------------------------------------------ embedding
     def __repr__(self) -> str:

@@ -82,7 +82,7 @@ def write_clusters_csv(paths: Sequence[str], labels: np.ndarray, out_csv: str | 
     """``path,cluster`` rows in input order (cluster -1 = unclustered)."""
     out_csv = Path(out_csv)
     with open(out_csv, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["path", "cluster"])
         writer.writerows((path, int(label)) for path, label in zip(paths, labels))
     return out_csv

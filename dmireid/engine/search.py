@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,30 +25,51 @@ from ..errors import DmireidError
 from ..evaluation.visualize import rank_gallery
 from .extractor import FeatureExtractor
 
+log = logging.getLogger(__name__)
 
-def save_features(path: str | Path, paths: Sequence[str], features: torch.Tensor) -> Path:
-    """``paths`` (str array) and ``features`` (float32 N×d) to an ``.npz`` (loads without pickle)."""
+
+def save_features(path: str | Path, paths: Sequence[str], features: torch.Tensor,
+                  settings: dict | None = None) -> Path:
+    """``paths`` (str array), ``features`` (float32 N×d) and ``settings`` (a JSON string, e.g.
+    :meth:`FeatureExtractor.settings`) to an ``.npz`` that loads without pickle."""
     path = Path(path)
     try:
         with open(path, "wb") as handle:  # np.savez would append .npz to other names
             np.savez(handle, paths=np.array([str(p) for p in paths], dtype=str),
-                     features=np.asarray(features, dtype=np.float32))
+                     features=np.asarray(features, dtype=np.float32), settings=np.array(json.dumps(settings or {})))
     except OSError as exc:
         raise DmireidError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
-def load_features(path: str | Path) -> tuple[list[str], torch.Tensor]:
-    """Inverse of :func:`save_features`."""
+def load_features(path: str | Path) -> tuple[list[str], torch.Tensor, dict]:
+    """Inverse of :func:`save_features`: ``(paths, features, settings)``."""
     try:
         with np.load(path, allow_pickle=False) as data:
             paths, features = [str(p) for p in data["paths"]], torch.from_numpy(data["features"].astype(np.float32))
+            settings = json.loads(str(data["settings"])) if "settings" in data.files else {}
     except (OSError, ValueError, KeyError) as exc:
         raise DmireidError(f"{path} is not a dmireid feature file (paths + features): "
                            f"{' '.join(str(exc).split())[:120]}") from None
     if features.ndim != 2 or len(paths) != len(features):
         raise DmireidError(f"{path}: {len(paths)} paths but features of shape {tuple(features.shape)}")
-    return paths, features
+    return paths, features, settings
+
+
+def check_compatible(settings: dict, extractor: FeatureExtractor, source: str) -> None:
+    """Raise when features saved with ``settings`` cannot be compared with ``extractor``'s."""
+    mine = extractor.settings()
+    if settings.get("feature_dim", mine["feature_dim"]) != mine["feature_dim"]:
+        raise DmireidError(f"{source} holds d={settings['feature_dim']} features, the model gives d={mine['feature_dim']}")
+    if settings.get("encoder", mine["encoder"]) != mine["encoder"]:
+        raise DmireidError(f"{source} was extracted with the {settings['encoder']} encoder, this search uses the "
+                           f"{mine['encoder']} one (pass --encoder {settings['encoder']})")
+    if settings.get("flip", mine["flip"]) != mine["flip"]:
+        raise DmireidError(f"{source} was extracted " + ("with --flip (pass --flip too)" if settings["flip"]
+                                                         else "without --flip (leave --flip out)"))
+    if settings.get("checkpoint") not in (None, mine["checkpoint"]):
+        log.warning("%s was extracted with %s, not %s: features are only comparable when it is the same model",
+                    source, settings["checkpoint"], mine["checkpoint"])
 
 
 @dataclass
@@ -82,7 +104,7 @@ class SearchResult:
         try:
             if suffix == ".csv":
                 with open(out, "w", newline="", encoding="utf-8") as handle:
-                    writer = csv.writer(handle)
+                    writer = csv.writer(handle, lineterminator="\n")
                     writer.writerow(["query", "rank", "gallery", "distance"])
                     writer.writerows((q, r, g, f"{d:.6f}") for q, r, g, d in self.rows())
             else:

@@ -245,10 +245,10 @@ def read_metrics(metrics_jsonl: str | Path) -> list[dict]:
     return records
 
 
-CURVE_PANELS = (
-    ("accuracy (%)", ("mAP", "mAP_ema", "rank1", "rank1_ema"), 100.0),
-    ("clusters", ("num_clusters", "num_outliers"), 1.0),
-    ("loss", ("loss", "loss_dcp", "loss_mip"), 1.0),
+CURVE_PANELS = (  # title, keys on the left axis, keys on a right axis, scale
+    ("accuracy (%)", ("mAP", "mAP_ema", "rank1", "rank1_ema"), (), 100.0),
+    ("pseudo labels", ("num_clusters",), ("num_outliers",), 1.0),
+    ("loss", ("loss", "loss_dcp", "loss_mip"), (), 1.0),
 )
 
 
@@ -267,23 +267,30 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise DmireidError("training curves need matplotlib: pip install 'dmireid[viz]'") from None
     records = read_metrics(metrics_jsonl)
     figure = Figure(figsize=(12, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(CURVE_PANELS))
-    for ax, (label, keys, scale) in zip(axes, CURVE_PANELS):
-        for key in keys:
-            points = _series(records, key, scale)
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o", markersize=3, label=key)
+    for ax, (label, keys, right_keys, scale) in zip(axes, CURVE_PANELS):
+        handles = []
+        for axis, names, style in ((ax, keys, "-"), (ax.twinx() if right_keys else None, right_keys, "--")):
+            for key in names:
+                points = _series(records, key, scale)
+                if points:
+                    xs, ys = zip(*points)
+                    colour = f"C{len(handles)}"
+                    handles += axis.plot(xs, ys, style, color=colour, marker="o", markersize=3, label=key)
+            if right_keys and axis is not ax:
+                axis.set_ylabel(", ".join(right_keys))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        if handles:
+            ax.legend(handles=handles, fontsize=8)
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
     figure.suptitle(f"training curves: {Path(metrics_jsonl).parent.name or metrics_jsonl}")
