@@ -12,16 +12,20 @@ from dmireid.errors import DmireidError
 logger = logging.getLogger(__name__)
 
 
-def _sorted_by_value(graph: sp.csr_matrix) -> sp.csr_matrix:
-    """Copy of ``graph`` with every row ordered by (value, column), explicit zeros kept — the
-    layout sklearn expects for precomputed sparse neighbourhoods (it would warn and copy)."""
+def _neighbour_graph(graph: sp.csr_matrix, eps: float) -> sp.csr_matrix:
+    """The entries of ``graph`` with value <= eps (explicit zeros kept), every row ordered by
+    (value, column) — the layout sklearn expects for precomputed sparse neighbourhoods (it would
+    otherwise warn and copy). Entries beyond eps are never neighbours, so dropping them here
+    changes nothing but the size sklearn has to handle."""
     n = graph.shape[0]
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))
-    order = np.lexsort((graph.indices, graph.data, rows))
-    out = sp.csr_matrix(
-        (graph.data[order], graph.indices[order], graph.indptr.copy()), shape=graph.shape
-    )
-    return out
+    keep = graph.data <= eps
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(graph.indptr))[keep]
+    data = graph.data[keep]
+    cols = graph.indices[keep]
+    order = np.lexsort((cols, data, rows))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return sp.csr_matrix((data[order], cols[order], indptr), shape=graph.shape)
 
 
 def cluster(distance, eps: float, min_samples: int = 4) -> np.ndarray:
@@ -59,7 +63,7 @@ def cluster(distance, eps: float, min_samples: int = 4) -> np.ndarray:
             )
         if graph.nnz and (not np.isfinite(graph.data).all() or graph.data.min() < 0):
             raise DmireidError("cluster: distances must be finite and non-negative")
-        graph = _sorted_by_value(graph)
+        graph = _neighbour_graph(graph, eps)
     else:
         graph = np.asarray(distance, dtype=np.float64)
         if graph.ndim != 2:

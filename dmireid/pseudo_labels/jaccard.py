@@ -248,35 +248,35 @@ def _symmetric_jaccard(v: sp.csr_matrix, max_distance: float | None) -> sp.csr_m
 
 def _mirror_upper(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int) -> sp.csr_matrix:
     """Full symmetric CSR from an upper-triangular one (diagonal included, rows sorted), keeping
-    explicit zeros. Row ``i`` of the result = strict-lower part (the transpose) then the upper
-    part, which is already sorted by column."""
+    explicit zeros. Row ``i`` of the result = its strict-lower part (the transpose of the strict
+    upper part, from scipy's O(nnz) counting-sort CSR→CSC conversion, rows ascending) followed by
+    its upper part, which is already sorted by column."""
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
     strict = indices != rows
-    # transpose of the strict upper part by a stable counting sort on the column
-    t_rows = indices[strict]
-    t_cols = rows[strict]
-    t_data = data[strict]
-    del rows, strict
-    order = np.argsort(t_rows, kind="stable")  # rows of the transpose; columns stay ascending
-    t_rows, t_cols, t_data = t_rows[order], t_cols[order], t_data[order]
-    del order
-    lo_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(t_rows, minlength=n), out=lo_ptr[1:])
+    s_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[strict], minlength=n), out=s_ptr[1:])
+    del rows
+    upper = sp.csr_matrix((data[strict], indices[strict], s_ptr), shape=(n, n))
+    del strict
+    lower = upper.tocsc()  # CSC of the upper part == CSR of its transpose (explicit zeros kept)
+    del upper
+    lo_ptr = lower.indptr.astype(np.int64)
     full_ptr = lo_ptr + indptr
     nnz = int(full_ptr[-1])
     idx_dtype = np.int32 if n < 2**31 and nnz < 2**31 else np.int64
     full_idx = np.empty(nnz, dtype=idx_dtype)
     full_val = np.empty(nnz, dtype=np.float32)
     # lower entries go first in their row, upper entries after them
-    dest_lo = np.arange(len(t_rows), dtype=np.int64) + indptr[t_rows]
-    full_idx[dest_lo] = t_cols
-    full_val[dest_lo] = t_data
-    del dest_lo, t_cols, t_data
+    lo_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(lo_ptr))
+    dest = np.arange(len(lo_rows), dtype=np.int64) + indptr[lo_rows]
+    full_idx[dest] = lower.indices
+    full_val[dest] = lower.data
+    del dest, lo_rows, lower
     up_rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    dest_up = np.arange(len(indices), dtype=np.int64) + lo_ptr[up_rows + 1]
-    full_idx[dest_up] = indices
-    full_val[dest_up] = data
-    del dest_up, up_rows
+    dest = np.arange(len(indices), dtype=np.int64) + lo_ptr[up_rows + 1]
+    full_idx[dest] = indices
+    full_val[dest] = data
+    del dest, up_rows
     out = sp.csr_matrix((full_val, full_idx, full_ptr.astype(idx_dtype)), shape=(n, n))
     out.has_sorted_indices = True
     return out

@@ -27,13 +27,20 @@ EMIT_BLOCK = 1 << 23
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for every (s, c), vectorised. O(Σc)."""
+    """Concatenation of ``arange(s, s + c)`` for every (s, c), vectorised. O(Σc).
+
+    int32 when every value fits (halves the memory traffic of the hot gathers), else int64."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
     excl = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, dtype=np.int64) - excl, counts) + np.arange(total, dtype=np.int64)
+    base = np.asarray(starts, dtype=np.int64) - excl
+    small = total < 2**31 and int((base + total).max()) < 2**31 and int(base.min()) > -(2**31)
+    dtype = np.int32 if small else np.int64
+    out = np.repeat(base.astype(dtype), counts)
+    out += np.arange(total, dtype=dtype)
+    return out
 
 
 def row_blocks(cost: np.ndarray, target: int = EMIT_BLOCK) -> list[tuple[int, int]]:
@@ -104,7 +111,11 @@ def expanded_sets(
         q = pi[tp] * n + c_indices[pos]
         inter = np.bincount(tp, weights=_sorted_member(s_keys, q), minlength=p1 - p0)
         accepted = inter > (2.0 / 3.0) * cnt
-        out_keys.append(np.unique(np.concatenate([s_keys[p0:p1], q[accepted[tp]]])))
+        keys = np.sort(np.concatenate([s_keys[p0:p1], q[accepted[tp]]]))
+        distinct = np.empty(len(keys), dtype=bool)
+        distinct[:1] = True
+        np.not_equal(keys[1:], keys[:-1], out=distinct[1:])
+        out_keys.append(keys[distinct])
     keys = np.concatenate(out_keys) if out_keys else np.zeros(0, dtype=np.int64)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys // n, minlength=n), out=indptr[1:])
@@ -151,7 +162,8 @@ def to_csc_with_positions(v: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.
     np.cumsum(np.bincount(v.indices, minlength=n_cols), out=col_indptr[1:])
     csr_to_csc = np.empty(len(order), dtype=np.int64)
     csr_to_csc[order] = np.arange(len(order), dtype=np.int64)
-    return col_indptr, entry_rows[order], np.asarray(v.data[order], dtype=np.float64), csr_to_csc
+    col_rows = entry_rows[order].astype(np.int32 if n_rows < 2**31 else np.int64)
+    return col_indptr, col_rows, np.asarray(v.data[order], dtype=np.float64), csr_to_csc
 
 
 def min_sums(
@@ -188,9 +200,20 @@ def min_sums(
     entry_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(row_indptr))
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(entry_rows, weights=cnt, minlength=n_rows).astype(np.int64), out=indptr[1:])
+    if len(j) < 2**31 and n_out < 2**31:
+        indptr = indptr.astype(np.int32)
+        j = j.astype(np.int32, copy=False)
     m = sp.csr_matrix((vals, j, indptr), shape=(n_rows, n_out))
-    m.sum_duplicates()
-    return m
+    # group the duplicates by two O(E + n) counting sorts instead of a comparison sort per row:
+    # CSR -> CSC puts equal (row, column) pairs next to each other (rows ascending inside each
+    # column), csr_sum_duplicates adds them in one pass, CSC -> CSR restores sorted rows
+    c = m.tocsc()
+    del m, vals, j
+    c.has_sorted_indices = True
+    c.sum_duplicates()
+    out = c.tocsr()
+    out.has_sorted_indices = True
+    return out
 
 
 def jaccard_from_min(m: np.ndarray) -> np.ndarray:

@@ -1,0 +1,311 @@
+"""Pseudo-label step benchmark: sparse k-reciprocal Jaccard + DBSCAN vs the dense peer algorithm.
+
+    python benchmarks/bench_pseudo_labels.py [--quick] [--sizes N[:d] ...] [--eps 0.6]
+
+Every measurement runs in a fresh subprocess (``--worker``) that prints one JSON line: wall time
+and peak RSS per phase (kNN, Jaccard = every post-kNN step, DBSCAN). Peak RSS per phase comes
+from ``VmHWM`` of /proc/self/status, reset before each phase through /proc/self/clear_refs where
+the kernel allows it (otherwise the process peak so far); the process total is
+``resource.getrusage(RUSAGE_SELF).ru_maxrss``.
+
+Features are synthetic but shaped like re-ID embeddings: L2-normalised, a shared positive mean
+direction (ReLU-like features are never orthogonal), identities of ~17 images, identities in
+groups of look-alikes, so that only about 1 % of pairs (at N = 12,936) have a Jaccard distance
+< 1; the measured fraction is printed.
+
+Variants per size: ``ours`` (max_distance=None), ``ours-eps`` (max_distance=eps), ``reference``
+(dense N×N float32 V and Jaccard with per-row Python loops, the algorithm SpCL / Cluster Contrast
+ship, re-implemented here; skipped where it would not fit in memory) and, at the largest size,
+``ours-hnsw`` (approximate faiss HNSW kNN: recall@k1 and ARI of its DBSCAN labels vs exact).
+
+Targets: post-kNN ≤ 0.1× reference at N = 32,621; whole step ≤ 0.6×; peak memory with
+max_distance=eps ≤ 0.1× the reference's; N = 200,000 (d = 128) peak < 8 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# generator constants: identity spread within a look-alike group, image noise, camera shift
+ID_SPREAD, NOISE, CAM = 0.75, 0.8, 0.4
+FULL_SIZES = ["12936:2048", "32621:2048", "200000:128"]
+QUICK_SIZES = ["3000:256", "6000:256", "20000:64"]
+REFERENCE_MAX_N = 40000  # ~9 GB at 32,621 (three dense N×N float32 matrices at the peak)
+
+
+# ----------------------------------------------------------------------------------------------
+# features
+def make_features(n: int, d: int, seed: int = 0, per_id: int = 17, group: int = 8):
+    """Unit re-ID-like features (float32 N×d) and their identity labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n_ids = max(1, round(n / per_id))
+    n_groups = max(1, n_ids // group)
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    mean = unit(rng.standard_normal(d))
+    groups = unit(rng.standard_normal((n_groups, d)))
+    cams = unit(rng.standard_normal((6, d)))
+    id_group = rng.integers(0, n_groups, n_ids)
+    ids = unit(0.45 * mean + groups[id_group] + ID_SPREAD * unit(rng.standard_normal((n_ids, d))))
+    id_noise = NOISE * rng.uniform(0.7, 1.3, n_ids)
+    labels = np.concatenate([np.arange(n_ids), rng.integers(0, n_ids, max(0, n - n_ids))])[:n]
+    rng.shuffle(labels)
+    cam = rng.integers(0, 6, n)
+    x = np.empty((n, d), dtype=np.float32)
+    step = 1 << 14
+    for s in range(0, n, step):
+        lab = labels[s : s + step]
+        noise = unit(rng.standard_normal((len(lab), d)).astype(np.float32))
+        x[s : s + step] = unit(ids[lab] + CAM * cams[cam[s : s + step]] + id_noise[lab, None] * noise)
+    return x, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# dense reference (the peers' algorithm, written for this benchmark)
+def reference_jaccard(x, rank, k1, k2):
+    """Dense N×N float32 k-reciprocal Jaccard distance with per-row Python loops (peer form)."""
+    import numpy as np
+
+    n = x.shape[0]
+    half = int(np.around(k1 / 2))
+
+    def reciprocal(i, k):
+        fwd = rank[i, : k + 1]
+        back = rank[fwd, : k + 1]
+        return fwd[np.where(back == i)[0]]
+
+    s_sets = [reciprocal(i, k1) for i in range(n)]
+    c_sets = [reciprocal(i, half) for i in range(n)]
+    v = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        s = s_sets[i]
+        expanded = s
+        for j in s:
+            c = c_sets[j]
+            if len(np.intersect1d(c, s)) > 2 / 3 * len(c):
+                expanded = np.append(expanded, c)
+        expanded = np.unique(expanded)
+        d = 2 - 2 * (x[expanded] @ x[i])
+        w = np.exp(-(d - d.min()))
+        v[i, expanded] = w / w.sum()
+    del s_sets, c_sets
+    if k2 != 1:
+        v_qe = np.zeros_like(v)
+        for i in range(n):
+            v_qe[i] = v[rank[i, :k2]].mean(axis=0)
+        v = v_qe
+        del v_qe
+    inv = [np.where(v[:, col] != 0)[0] for col in range(n)]
+    dist = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        acc = np.zeros(n, dtype=np.float32)
+        cols = np.where(v[i] != 0)[0]
+        for col in cols:
+            rows = inv[col]
+            acc[rows] += np.minimum(v[i, col], v[rows, col])
+        dist[i] = 1 - acc / (2 - acc)
+    del inv, v
+    dist[dist < 0] = 0
+    return dist
+
+
+# ----------------------------------------------------------------------------------------------
+# worker
+def _hwm_kib() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(args) -> dict:
+    import faiss
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    from dmireid.pseudo_labels import cluster, knn, label_quality
+    from dmireid.pseudo_labels.jaccard import jaccard_from_rank
+
+    x, labels = make_features(args.n, args.d, seed=args.seed)
+    out = {"variant": args.variant, "n": args.n, "d": args.d, "k1": args.k1, "k2": args.k2,
+           "eps": args.eps, "threads": args.threads, "phases": {}}
+    base = _hwm_kib()
+    out["baseline_rss_mib"] = base / 1024
+    per_phase = True
+
+    def phase(name, fn):
+        nonlocal per_phase
+        per_phase = _reset_hwm() and per_phase
+        t = time.perf_counter()
+        result = fn()
+        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": _hwm_kib() / 1024}
+        return result
+
+    if args.variant == "reference":
+        def ref_knn():
+            index = faiss.IndexFlatIP(x.shape[1])  # the peers' exact search, k = k1
+            index.add(x)
+            return index.search(x, args.k1)[1]
+
+        rank = phase("knn", ref_knn)
+        dist = phase("jaccard", lambda: reference_jaccard(x, rank, args.k1, args.k2))
+        out["fraction_lt1"] = float((dist < 1).sum()) / float(args.n) ** 2
+        from sklearn.cluster import DBSCAN
+
+        labels_pred = phase("dbscan", lambda: DBSCAN(eps=args.eps, min_samples=4, metric="precomputed",
+                                                    n_jobs=1).fit_predict(dist))
+    else:
+        backend = "faiss-hnsw" if args.variant == "ours-hnsw" else "faiss"
+        _, rank = phase("knn", lambda: knn(x, args.k1, backend=backend))
+        max_d = args.eps if args.variant == "ours-eps" else None
+        graph = phase("jaccard", lambda: jaccard_from_rank(x, rank, args.k1, args.k2, max_distance=max_d))
+        out["stored_pairs"] = int(graph.nnz)
+        if max_d is None:
+            out["fraction_lt1"] = graph.nnz / float(args.n) ** 2
+        labels_pred = phase("dbscan", lambda: cluster(graph, eps=args.eps))
+        if args.variant == "ours-hnsw":
+            _, exact = knn(x, args.k1, backend="faiss")
+            hits = (np.sort(rank, axis=1)[:, :, None] == np.sort(exact, axis=1)[:, None, :]).any(2).sum()
+            out["recall_at_k1"] = float(hits) / exact.size
+            graph_exact = jaccard_from_rank(x, exact, args.k1, args.k2, max_distance=args.eps)
+            from sklearn.metrics import adjusted_rand_score
+
+            out["ari_vs_exact"] = float(adjusted_rand_score(cluster(graph_exact, eps=args.eps), labels_pred))
+    out["per_phase_peaks"] = per_phase
+    out["total_wall_s"] = sum(p["wall_s"] for p in out["phases"].values())
+    # the process peak (ru_maxrss is reset together with VmHWM by clear_refs: take the phase max)
+    out["peak_rss_mib"] = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base / 1024]
+                              + [p["peak_rss_mib"] for p in out["phases"].values()])
+    out["clusters"] = int(labels_pred.max()) + 1
+    out["outliers"] = int((labels_pred < 0).sum())
+    out["label_quality"] = label_quality(labels_pred, labels)
+    if args.labels_out:
+        np.save(args.labels_out, labels_pred)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+def run_worker(variant, n, d, args, labels_out=None) -> dict | None:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, "--n", str(n), "--d", str(d),
+           "--k1", str(args.k1), "--k2", str(args.k2), "--eps", str(args.eps), "--threads", str(args.threads),
+           "--seed", str(args.seed)]
+    if labels_out:
+        cmd += ["--labels-out", labels_out]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"  {variant} N={n}: worker failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fmt(r) -> str:
+    ph = r["phases"]
+    cells = "  ".join(f"{k} {v['wall_s']:7.2f}s/{v['peak_rss_mib']:7.0f}MiB" for k, v in ph.items())
+    q = r["label_quality"]
+    extra = f"  clusters {r['clusters']} outliers {r['outliers']} ARI(true) {q['ari']:.3f}"
+    if "recall_at_k1" in r:
+        extra += f"  recall@k1 {r['recall_at_k1']:.4f} ARI(vs exact) {r['ari_vs_exact']:.4f}"
+    return (f"  {r['variant']:10s} total {r['total_wall_s']:8.2f}s peak {r['peak_rss_mib']:7.0f}MiB | {cells}"
+            + extra)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    p.add_argument("--sizes", nargs="+", help="N or N:d entries (default: the full or quick set)")
+    p.add_argument("--eps", type=float, default=0.6)
+    p.add_argument("--k1", type=int, default=30)
+    p.add_argument("--k2", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1, help="torch / faiss / OpenMP threads per worker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--no-hnsw", action="store_true")
+    p.add_argument("--json", help="also write all results to this file")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--d", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--labels-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        args.variant = args.worker
+        print(json.dumps(worker(args)))
+        return 0
+    sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    parsed = []
+    for s in sizes:
+        n, _, d = s.partition(":")
+        parsed.append((int(n), int(d or 2048)))
+    results = []
+    largest = max(n for n, _ in parsed)
+    for n, d in parsed:
+        print(f"N={n} d={d} (k1={args.k1}, k2={args.k2}, eps={args.eps}, threads={args.threads})", flush=True)
+        variants = ["ours", "ours-eps"]
+        if not args.no_reference and n <= REFERENCE_MAX_N:
+            variants.append("reference")
+        if not args.no_hnsw and n == largest:
+            variants.append("ours-hnsw")
+        row = {}
+        tmp = tempfile.mkdtemp(prefix="bench_pl_")
+        for v in variants:
+            r = run_worker(v, n, d, args, labels_out=os.path.join(tmp, f"{v}.npy"))
+            if r is None:
+                continue
+            row[v] = r
+            results.append(r)
+            print(fmt(r), flush=True)
+        if "ours" in row:
+            print(f"  fraction of pairs with Jaccard < 1: {row['ours']['fraction_lt1']:.4%}")
+        if "ours" in row and "reference" in row:
+            o, rf = row["ours"], row["reference"]
+            post = o["phases"]["jaccard"]["wall_s"] / rf["phases"]["jaccard"]["wall_s"]
+            whole = o["total_wall_s"] / rf["total_wall_s"]
+            print(f"  ratios ours/reference: post-kNN time {post:.3f}x  whole step {whole:.3f}x  "
+                  f"peak memory {o['peak_rss_mib'] / rf['peak_rss_mib']:.3f}x", flush=True)
+            if "ours-eps" in row:
+                e = row["ours-eps"]
+                print(f"  with max_distance=eps: peak memory {e['peak_rss_mib'] / rf['peak_rss_mib']:.3f}x  "
+                      f"whole step {e['total_wall_s'] / rf['total_wall_s']:.3f}x", flush=True)
+            import numpy as np
+
+            lo, lr = np.load(os.path.join(tmp, "ours.npy")), np.load(os.path.join(tmp, "reference.npy"))
+            print(f"  DBSCAN labels identical to the reference: {bool((lo == lr).all())} "
+                  f"({int((lo != lr).sum())} of {len(lo)} differ)", flush=True)
+            o["labels_identical_to_reference"] = bool((lo == lr).all())
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
