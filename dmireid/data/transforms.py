@@ -1,0 +1,41 @@
+"""Train / test image transforms (spec §2, the Cluster Contrast recipe), torchvision-based.
+
+    t = build_train_transform(256, 128)
+    t(pil_image).shape  # torch.Size([3, 256, 128])
+"""
+
+from __future__ import annotations
+
+import torchvision.transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_train_transform(height: int, width: int, erase_value=0.0) -> T.Compose:
+    """PIL image -> 3×height×width float tensor: bicubic resize, flip 0.5, pad 10, random crop,
+    ImageNet normalisation, random erasing (p 0.5, area 0.02-0.4, aspect 0.3-1/0.3).
+
+    Erased pixels get ``erase_value`` in the normalised tensor; the default 0 is the ImageNet mean
+    colour after normalisation. (Cluster Contrast writes the raw mean values (0.485, 0.456, 0.406)
+    into the normalised tensor; pass them as ``erase_value`` for that.) Randomness comes from
+    torch's global RNG, as in torchvision.
+    """
+    return T.Compose([
+        T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=0.5),
+        T.Pad(10),
+        T.RandomCrop((height, width)),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 1 / 0.3), value=erase_value),
+    ])
+
+
+def build_test_transform(height: int, width: int) -> T.Compose:
+    """PIL image -> 3×height×width tensor: bicubic resize, ImageNet normalisation (deterministic)."""
+    return T.Compose([
+        T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
