@@ -35,26 +35,49 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.slow
-def test_two_process_gloo_matches_single_process(tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run"]  # the venv's torchrun
+def run_pair(tmp_path, name, extra):
+    """The same tiny run as 1 process (ghost BN groups of 8) and as 2 gloo processes of 8 images."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    data = tmp_path.parent / "synthetic-smoke"
-    common = [f"data.root={data}", "train.epochs=2", "train.batch_size=16", "data.num_instances=4",
-              "model.bn_group_size=8", "train.eval_every=100"]
+    common = [f"data.root={tmp_path.parent / 'synthetic-smoke'}", "train.epochs=2", "train.batch_size=16",
+              "data.num_instances=4", "model.bn_group_size=8", "train.eval_every=100", *extra]
     env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PATH": "/usr/bin:/bin"}
-    single = subprocess.run([sys.executable, str(driver), str(tmp_path / "single.pt"),
-                             f"output_dir={tmp_path / 'single'}", *common], capture_output=True, text=True, env=env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = subprocess.run([*torchrun, "--nproc_per_node=2", "--standalone", str(driver), str(tmp_path / "ddp.pt"),
-                          f"output_dir={tmp_path / 'ddp'}", *common], capture_output=True, text=True, env=env)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "ddp.pt")
-    assert len(a) == len(b) == 2
-    for epoch_a, epoch_b in zip(a, b):
-        assert torch.equal(epoch_a["labels"], epoch_b["labels"])
+    runs = {"single": [sys.executable, str(driver)],
+            "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(driver)]}
+    dumps = {}
+    for kind, command in runs.items():
+        out = tmp_path / f"{name}-{kind}.pt"
+        proc = subprocess.run([*command, str(out), f"output_dir={tmp_path / f'{name}-{kind}'}", *common],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        dumps[kind] = torch.load(out)
+    assert (tmp_path / f"{name}-ddp" / "last.pt").exists()
+    return dumps["single"], dumps["ddp"]
+
+
+def max_diff(a: dict, b: dict) -> dict:
+    return {key: (value - b[key]).abs().max().item() for key, value in a.items()}
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_single_process_exactly_with_frozen_weights(tmp_path):
+    # lr = 0: weights stay put but BN running stats, memories, MIP slots and the momentum encoder all
+    # move, so sampler shares, per-sample augmentation seeds, gathered memory updates and rank-averaged
+    # BN statistics are checked to float precision over two epochs.
+    single, ddp = run_pair(tmp_path, "frozen", ["train.lr=1e-30", "train.iters=4"])
+    for epoch in range(2):
+        assert torch.equal(single[epoch]["labels"], ddp[epoch]["labels"])
         for part in ("memory", "mip"):
-            for key, value in epoch_a[part].items():
-                torch.testing.assert_close(value, epoch_b[part][key], atol=1e-4, rtol=1e-4, msg=f"{part}.{key}")
-    assert (tmp_path / "ddp" / "last.pt").exists() and not (tmp_path / "single" / "ddp").exists()
+            worst = max(max_diff(single[epoch][part], ddp[epoch][part]).values())
+            assert worst < 1e-5, f"epoch {epoch}: {part} differs by {worst}"
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_matches_single_process(tmp_path):
+    # With Adam the two runs differ only by the summation order of the gradient all-reduce, which
+    # Adam's first, sign-like steps amplify (measured: 1e-7 after 1 step, 1e-5 after 2, 1e-3 after 4).
+    single, ddp = run_pair(tmp_path, "adam", ["train.iters=2"])
+    assert all(torch.equal(single[e]["labels"], ddp[e]["labels"]) for e in range(2))
+    for part in ("memory", "mip"):
+        worst = max(max_diff(single[0][part], ddp[0][part]).values())
+        assert worst < 2e-4, f"epoch 0: {part} differs by {worst}"

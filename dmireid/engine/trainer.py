@@ -33,6 +33,7 @@ from ..pseudo_labels import cluster, jaccard_distance, label_quality
 from . import distributed as dist
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .features import autocast_for, extract_features
+from .loader import SeededBatches, SeededImageDataset
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook
 
 log = logging.getLogger("dmireid.train")
@@ -387,9 +388,9 @@ class Trainer:
                                       iters=cfg.train.iters, seed=cfg.train.seed, epoch=self.epoch,
                                       camera_aware=cfg.data.camera_aware, rank=self.rank, world_size=self.world_size)
         dataset = ImageDataset(self.dataset.train, build_train_transform(cfg.data.height, cfg.data.width))
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed),
-                          persistent_workers=False)
+        batches = SeededBatches(sampler, seed, cfg.train.batch_size, self.rank)
+        return DataLoader(SeededImageDataset(dataset), batch_sampler=batches, num_workers=cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
     def train_iterations(self, labels: np.ndarray) -> None:
         self.model.train()
