@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dmireid.errors import DmireidError
 from dmireid.pseudo_labels import kreciprocal as kr
-from dmireid.pseudo_labels.neighbours import as_features, knn_lists, pair_dot, resolve_backend, round_half
+from dmireid.pseudo_labels.neighbours import as_features, knn_lists, resolve_backend, round_half
 
 logger = logging.getLogger(__name__)
 
@@ -186,21 +186,11 @@ def pair_distances(
     """``2 − 2·x_i·x_j`` (float64) for the pairs of a CSR structure (rows i, columns j)."""
     n = len(indptr) - 1
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    d = np.empty(len(indices), dtype=np.float64)
-    todo = np.ones(len(indices), dtype=bool)
-    if rank_dist is not None:
-        order = np.argsort(rank, axis=1)
-        keys = (np.arange(n, dtype=np.int64)[:, None] * n + np.take_along_axis(rank, order, axis=1)).ravel()
-        vals = np.take_along_axis(rank_dist, order, axis=1).ravel()
-        q = rows * n + indices
-        pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-        found = keys[pos] == q
-        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-        d[found] = vals[pos[found]] + 2.0 - sq[rows[found]] - sq[indices[found]]
-        todo = ~found
-        del order, keys, vals, q, pos, found
-    if todo.any():
-        d[todo] = 2.0 - 2.0 * pair_dot(x, rows[todo], indices[todo])
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    d = kr.pair_sqeuclid(x, rows, indices, rank, rank_dist, sq)
+    d += 2.0
+    d -= sq[rows]
+    d -= sq[indices]
     return d
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from dmireid.pseudo_labels.neighbours import pair_dot
+
 #: target number of temporary (pair, column) entries per processed block
 EMIT_BLOCK = 1 << 23
 
@@ -120,6 +122,39 @@ def expanded_sets(
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys // n, minlength=n), out=indptr[1:])
     return indptr, keys % n
+
+
+def pair_sqeuclid(
+    x: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    rank: np.ndarray,
+    rank_dist: np.ndarray | None,
+    sqnorm: np.ndarray,
+) -> np.ndarray:
+    """Squared Euclidean distances (float64) of the pairs ``(rows, cols)``.
+
+    Pairs found in the neighbour lists (``rank``/``rank_dist``, N×c) reuse the list's distance;
+    the others are computed as ``||x_i||² + ||x_j||² − 2·x_i·x_j`` (float32 products, float64
+    accumulation), which avoids gathering the features of most pairs."""
+    n = rank.shape[0]
+    d = np.empty(len(cols), dtype=np.float64)
+    todo = np.ones(len(cols), dtype=bool)
+    if rank_dist is not None:
+        order = np.argsort(rank, axis=1)
+        keys = (np.arange(n, dtype=np.int64)[:, None] * n + np.take_along_axis(rank, order, axis=1)).ravel()
+        vals = np.take_along_axis(rank_dist, order, axis=1).ravel()
+        del order
+        q = rows * n + cols
+        pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
+        found = keys[pos] == q
+        d[found] = vals[pos[found]]
+        todo = ~found
+        del keys, vals, q, pos, found
+    if todo.any():
+        r, c = rows[todo], cols[todo]
+        d[todo] = sqnorm[r] + sqnorm[c] - 2.0 * pair_dot(x, r, c)
+    return d
 
 
 def normalised_exp_weights(indptr: np.ndarray, d: np.ndarray) -> np.ndarray:
