@@ -125,3 +125,22 @@ def test_errors():
     rr = KReciprocalReranker(x[:10], x[10:])
     with pytest.raises(DmireidError, match="outside"):
         rr.distance_rows(5, 11)
+
+
+def test_evaluate_with_rerank_uses_these_distances():
+    """Integration with the streaming evaluator: ``evaluate(rerank=True)`` ranks by our rows."""
+    evaluation = pytest.importorskip("dmireid.evaluation")
+    evaluate = getattr(evaluation, "evaluate", None)
+    if evaluate is None:
+        pytest.skip("dmireid.evaluation.evaluate not available")
+    rng = np.random.default_rng(9)
+    x = features(160, 16, 20, 9)
+    qf, gf = torch.from_numpy(x[:40]), torch.from_numpy(x[40:])
+    qp, gp = torch.from_numpy(rng.integers(1, 20, 40)), torch.from_numpy(rng.integers(1, 20, 120))
+    qc, gc = torch.zeros(40, dtype=torch.int64), torch.ones(120, dtype=torch.int64)
+    r = evaluate(qf, gf, qp, gp, qc, gc, rerank=True, k1=20, k2=6, lambda_value=0.3, chunk_size=7)
+    assert 0.0 <= r["mAP"] <= 1.0
+    # the same ranking as our distances: rank-1 accuracy by hand
+    dist = KReciprocalReranker(qf, gf).distance_rows(0, 40)
+    top1 = gp.numpy()[np.argmin(dist, axis=1)] == qp.numpy()
+    assert float(r["cmc"][0]) == pytest.approx(top1.mean())
