@@ -243,3 +243,12 @@ def test_unknown_name_and_option(tmp_path):
     one_line_error(lambda: load_dataset("cuhk03", tmp_path), "cuhk03", "market1501")
     one_line_error(lambda: load_dataset("market1501", tmp_path, camera_pattern="x"), "camera_pattern", "market1501")
     one_line_error(lambda: load_dataset("synthetic", tmp_path, num_idz=3), "num_idz", "num_ids")
+
+
+def test_split_that_is_a_file(tmp_path):
+    root = make_market(tmp_path, None)
+    for f in (root / "query").iterdir():
+        f.unlink()
+    (root / "query").rmdir()
+    (root / "query").write_text("")
+    one_line_error(lambda: load_dataset("market1501", root), root / "query", "folder")

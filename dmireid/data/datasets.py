@@ -70,11 +70,16 @@ class ReIDDataset:
 
 
 def _list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (sorted by path); raises if there are none."""
-    if recursive:
-        files = [Path(d) / f for d, _, names in os.walk(folder) for f in names]
-    else:
-        files = [Path(e.path) for e in os.scandir(folder) if e.is_file()]
+    """Image files in ``folder`` (sorted by path string); raises if there are none."""
+    if not folder.is_dir():
+        raise DmireidError(f"{folder}: expected a folder of images")
+    try:
+        if recursive:
+            files = [Path(d) / f for d, _, names in os.walk(folder) for f in names]
+        else:
+            files = [Path(e.path) for e in os.scandir(folder) if e.is_file()]
+    except OSError as exc:
+        raise DmireidError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
     images = sorted((p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS), key=str)
     if not images:
         raise DmireidError(f"{folder}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
@@ -100,8 +105,8 @@ def _find_root(root, subs: tuple[str, ...], aliases: tuple[str, ...], label: str
 def _check_camera(path, cam: int, num_cams: int | None, label: str) -> int:
     """Camera number (1-based) -> camid, checking the range."""
     if cam < 1 or (num_cams is not None and cam > num_cams):
-        upper = num_cams if num_cams is not None else "any"
-        raise DmireidError(f"{path}: camera {cam} out of range 1..{upper} for {label}")
+        expected = f"1..{num_cams}" if num_cams is not None else "numbers start at 1"
+        raise DmireidError(f"{path}: camera {cam} out of range ({expected}) for {label}")
     return cam - 1
 
 
