@@ -12,14 +12,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_train_transform(height: int, width: int, erase_value=0.0) -> T.Compose:
+def build_train_transform(height: int, width: int, erase_value=IMAGENET_MEAN) -> T.Compose:
     """PIL image -> 3×height×width float tensor: bicubic resize, flip 0.5, pad 10, random crop,
     ImageNet normalisation, random erasing (p 0.5, area 0.02-0.4, aspect 0.3-1/0.3).
 
-    Erased pixels get ``erase_value`` in the normalised tensor; the default 0 is the ImageNet mean
-    colour after normalisation. (Cluster Contrast writes the raw mean values (0.485, 0.456, 0.406)
-    into the normalised tensor; pass them as ``erase_value`` for that.) Randomness comes from
-    torch's global RNG, as in torchvision.
+    Erased pixels get ``erase_value`` in the normalised tensor; the default writes the ImageNet mean
+    values (0.485, 0.456, 0.406) themselves into the normalised tensor, as Cluster Contrast does
+    (spec §2); ``erase_value=0.0`` fills with the mean colour after normalisation instead.
+    Randomness comes from torch's global RNG, as in torchvision.
     """
     return T.Compose([
         T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
