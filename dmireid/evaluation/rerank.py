@@ -176,7 +176,7 @@ class KReciprocalReranker:
         (1 where the expanded weight vectors share no column)."""
         out = np.ones((stop - start, self.num_gallery), dtype=np.float64)
         vq = self._vq
-        for a, b in kr.row_blocks(self._q_cost[start:stop]):
+        for a, b in kr.row_blocks(self._q_cost[start:stop], kr.emit_target(len(self._sqnorm))):
             a, b = a + start, b + start
             e0, e1 = vq.indptr[a], vq.indptr[b]
             m = kr.min_sums(

@@ -24,8 +24,14 @@ import scipy.sparse as sp
 
 from dmireid.pseudo_labels.neighbours import pair_dot
 
-#: target number of temporary (pair, column) entries per processed block
+#: upper bound of temporary (pair, column) entries per processed block (~0.4 GB of temporaries)
 EMIT_BLOCK = 1 << 23
+
+
+def emit_target(n: int) -> int:
+    """Temporary entries per block for an N-row problem: 256·N clipped to [2^18, EMIT_BLOCK], so
+    the temporaries stay small next to the problem itself on small inputs."""
+    return int(min(EMIT_BLOCK, max(1 << 18, 256 * n)))
 
 
 def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -45,9 +51,11 @@ def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_blocks(cost: np.ndarray, target: int = EMIT_BLOCK) -> list[tuple[int, int]]:
-    """Split rows ``0..len(cost)`` into consecutive blocks of about ``target`` summed cost."""
+def row_blocks(cost: np.ndarray, target: int | None = None) -> list[tuple[int, int]]:
+    """Split rows ``0..len(cost)`` into consecutive blocks of about ``target`` summed cost
+    (default :func:`emit_target` of the number of rows)."""
     n = len(cost)
+    target = emit_target(n) if target is None else target
     if n == 0:
         return []
     csum = np.cumsum(np.asarray(cost, dtype=np.int64))
