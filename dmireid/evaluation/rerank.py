@@ -102,6 +102,7 @@ class KReciprocalReranker:
         self._block = block_size or default_block_size(n)
         xn = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
         self._sqnorm = np.einsum("ij,ij->i", xn, xn, dtype=np.float64)
+        self._sq_t = torch.from_numpy(self._sqnorm.astype(np.float32)).to(x.device)
         list_len = min(n, max(self.k1 + 1, self.k2))
 
         # 1. one streamed pass: top candidates of every row and the column of its maximum
@@ -159,7 +160,7 @@ class KReciprocalReranker:
         nq = self.num_query
         qs = x[start:stop]
         gs = x[nq:]
-        sq = torch.from_numpy(self._sqnorm.astype(np.float32)).to(x.device)
+        sq = self._sq_t
         tf32 = torch.backends.cuda.matmul.allow_tf32
         try:
             torch.backends.cuda.matmul.allow_tf32 = False

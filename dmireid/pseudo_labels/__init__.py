@@ -7,6 +7,18 @@ Public API (contract, see docs/architecture.md)::
         -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1, explicit zeros kept)
     cluster(distance, eps, min_samples=4) -> np.ndarray int64 labels (-1 outlier, 0..C-1)
     label_quality(pseudo_labels, true_pids) -> {"nmi", "ari", "pair_precision", "pair_recall"}
+
+Decisions (documented in the modules):
+
+- Neighbour order: (squared Euclidean distance, index) — ties go to the smaller index — with the
+  point itself forced to position 0; near-ties are re-ordered on float64 distances, so the exact
+  backends (faiss, torch) return identical lists (:mod:`.neighbours`).
+- Off-by-ones of spec §3: one kNN search with k = k1, R(i, k) = rank[i, :k+1] (so R(i, k1) is all
+  k1 entries), expansion over the first round(k1/2)+1 entries (:mod:`.kreciprocal`).
+- N < k1: k1 is clamped to N with a warning (k2 to k1); N < 2 is a DmireidError.
+- The Jaccard graph stores every pair < 1 (or ≤ max_distance) with explicit zeros kept and an
+  exact-zero diagonal; DBSCAN on it equals DBSCAN on the dense matrix for eps < 1.
+- label_quality counts outliers (-1) as singleton clusters.
 """
 
 from dmireid.pseudo_labels.clustering import cluster, label_quality

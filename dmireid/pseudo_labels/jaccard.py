@@ -226,7 +226,7 @@ def _symmetric_jaccard(v: sp.csr_matrix, max_distance: float | None) -> sp.csr_m
         counts = np.bincount(blk_rows[keep] - a, minlength=b - a)
         up_ptr.append(offset + np.cumsum(counts))
         offset += int(counts.sum())
-        up_idx.append(cols[keep])
+        up_idx.append(cols[keep].astype(np.int32 if n < 2**31 else np.int64))
         up_val.append(dist[keep])
         del m, dist, keep, blk_rows, cols
     up_indptr = np.concatenate(up_ptr)
