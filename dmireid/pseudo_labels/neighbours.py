@@ -3,7 +3,8 @@
 Every backend follows the same two steps:
 
 1. *Candidates*: the ``k + pad`` nearest rows by float32 squared Euclidean distance, from faiss
-   (``IndexFlatL2``; a GPU index when faiss sees a GPU and ``torch.cuda`` is available), from a
+   (brute-force ``faiss.knn`` on the caller's array — no index copy of the data; a
+   ``GpuIndexFlatL2`` when faiss sees a GPU and ``torch.cuda`` is available), from a
    blocked torch matmul + ``topk`` (works on CUDA tensors), or from a faiss HNSW graph
    (approximate).
 2. *Ordering*: each list is ordered by **(distance, index)**, i.e. ties are broken by the smaller
@@ -306,10 +307,14 @@ def _faiss_candidates(faiss, xn: np.ndarray, c: int, approximate: bool) -> tuple
     if use_gpu:
         res = faiss.StandardGpuResources()
         index = faiss.GpuIndexFlatL2(res, d)
-    else:
+        index.add(xn)
+        dist, idx = index.search(xn, c)
+    elif hasattr(faiss, "knn"):
+        dist, idx = faiss.knn(xn, xn, c)  # brute force on our array: no index copy of the data
+    else:  # older faiss
         index = faiss.IndexFlatL2(d)
-    index.add(xn)
-    dist, idx = index.search(xn, c)
+        index.add(xn)
+        dist, idx = index.search(xn, c)
     return idx.astype(np.int64, copy=False), dist
 
 
@@ -361,7 +366,7 @@ def knn(
     Args:
         features: N×d float array or tensor (any device; rows need not be normalised).
         k: list length including the point itself, ``1 <= k <= N``.
-        backend: ``"faiss"`` (exact, ``IndexFlatL2``; GPU index when available), ``"torch"``
+        backend: ``"faiss"`` (exact brute force; GPU index when available), ``"torch"``
             (exact, blocked matmul + topk on the features' device), ``"faiss-hnsw"``
             (approximate HNSW graph, for very large N), ``"auto"`` = faiss when importable else
             torch.
