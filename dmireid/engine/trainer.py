@@ -182,8 +182,6 @@ class Trainer:
         dist.barrier()
         if not dist.is_main():
             dataset = load_dataset(data.name, data.root, **options)
-        if dist.is_main():
-            log.info("dataset %s at %s\n%s", data.name, dataset.root, dataset.statistics_table())
         if len(dataset.train) < self.cfg.pseudo_labels.min_samples:
             raise DmireidError(f"dataset {data.name} at {dataset.root}: {len(dataset.train)} training images, "
                                f"fewer than pseudo_labels.min_samples={self.cfg.pseudo_labels.min_samples}")
