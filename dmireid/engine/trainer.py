@@ -396,7 +396,7 @@ class Trainer:
             self.ema.module.eval()
         labels_t = torch.from_numpy(labels)
         mip_gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.train.seed, self.epoch))
-        losses, terms_sum, n_images, start = [], {}, 0, time.time()
+        losses, terms_sum, n_images, start = [], {}, 0, None
         for iteration, (images, index, ok) in enumerate(self.make_loader(labels)):
             if not bool(ok.all()):
                 self.handle_unreadable_batch(index[~ok])
@@ -408,12 +408,15 @@ class Trainer:
             losses.append(loss.detach())
             for key, value in terms.items():
                 terms_sum[key] = terms_sum.get(key, 0.0) + value.detach()
-            n_images += len(y)
+            if start is None:  # images/s from the end of the first step: no worker start-up
+                start = time.time()
+            else:
+                n_images += len(y)
             if (iteration + 1) % self.log_every == 0 or iteration + 1 == self.cfg.train.iters:
                 self.last_logged_loss = float(losses[-1])
             for hook in self.hooks:
                 hook.after_iter(self, iteration + 1)
-        elapsed = time.time() - start
+        elapsed = time.time() - start if start is not None else 0.0
         self.record["loss"] = float(torch.stack(losses).mean())
         self.record.update({k: float(v) / len(losses) for k, v in terms_sum.items()})
         self.record["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
