@@ -240,14 +240,3 @@ def test_rerank_rows_plug_in(monkeypatch):
     assert r["mAP"] < evaluate(qf, gf, qp, gp, qc, gc)["mAP"]  # the reversed ranking is worse
     again = evaluate(qf, gf, qp, gp, qc, gc, rerank=True, chunk_size=1)
     assert again["mAP"] == r["mAP"]  # the provider's rows were not modified in place
-
-
-def test_rerank_without_module_is_not_implemented():
-    try:
-        import dmireid.evaluation.rerank  # noqa: F401
-    except ModuleNotFoundError:
-        qf, gf, qp, gp, qc, gc = random_problem(10, 5, 20, 3, 2, 4, False)
-        with pytest.raises(NotImplementedError):
-            evaluate(qf, gf, qp, gp, qc, gc, rerank=True)
-    else:
-        pytest.skip("dmireid.evaluation.rerank exists")

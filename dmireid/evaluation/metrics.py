@@ -102,12 +102,8 @@ def _euclidean_rows(q: torch.Tensor, g: torch.Tensor) -> DistanceRows:
 
 
 def _rerank_rows(q: torch.Tensor, g: torch.Tensor, k1: int, k2: int, lambda_value: float) -> DistanceRows:
-    try:
-        from .rerank import KReciprocalReranker
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.rerank":
-            raise
-        raise NotImplementedError("rerank=True needs dmireid.evaluation.rerank, which is not available yet") from None
+    from .rerank import KReciprocalReranker
+
     reranker = KReciprocalReranker(q, g, k1=k1, k2=k2, lambda_value=lambda_value)
     device = q.device
 
@@ -200,7 +196,6 @@ def evaluate(query_features, gallery_features, query_pids, gallery_pids, query_c
 
     Raises:
         DmireidError: mismatched shapes or lengths, non-finite features, no query with a match.
-        NotImplementedError: ``rerank=True`` while :mod:`dmireid.evaluation.rerank` is missing.
     """
     if device is None:
         device = query_features.device if isinstance(query_features, torch.Tensor) else torch.device("cpu")
