@@ -111,3 +111,14 @@ def test_check_data_missing_root_exits_2(capsys):
     lines = err.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("dmireid: error: ") and "/nonexistent" in lines[0]
+
+
+def test_overrides_may_follow_options(capsys):
+    # argparse alone stops collecting key=value positionals at the first option
+    assert main(["train", "--config", "smoke", "--no-progress", "train.epoch=2"]) == 2
+    assert "unknown config key 'train.epoch'" in capsys.readouterr().err
+    assert main(["train", "--no-progress", "not-an-override"]) == 2
+    assert "override 'not-an-override' is not of the form key=value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--quiet", "a=1", "--json", "x.json", "stray"])
+    assert info.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err
