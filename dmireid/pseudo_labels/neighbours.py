@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 CANDIDATE_PAD = 8
 #: elements (rows x columns) of one float32 distance block of the torch backend (256 MiB)
 _TORCH_BLOCK_ELEMENTS = 1 << 26
-#: float64 elements of one gathered block during rescoring (64 MiB)
-_RESCORE_BLOCK_ELEMENTS = 1 << 23
+#: float64 elements of one gathered block during rescoring (16 MiB)
+_RESCORE_BLOCK_ELEMENTS = 1 << 21
 
 BACKENDS = ("auto", "faiss", "torch", "faiss-hnsw")
 
@@ -73,7 +73,7 @@ def as_features(features, name: str = "features") -> torch.Tensor:
         raise DmireidError(f"{name}: expected an N×d matrix, got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise DmireidError(f"{name}: empty matrix of shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if not bool(torch.isfinite(x.sum(dim=1)).all()):  # NaN/inf anywhere makes its row sum non-finite
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise DmireidError(f"{name}: {bad} row(s) contain NaN or inf values")
     return x.contiguous()
