@@ -32,26 +32,24 @@ UpdateRule = Literal["sequential", "hard", "mean"]
 class DataConfig:
     """Where the images come from and how they are fed."""
 
-    name: str = "synthetic"  # market1501 | msmt17 | dukemtmcreid | folder | synthetic
+    name: str = "synthetic"  # a registered dataset: market1501 | msmt17 | dukemtmcreid | folder | synthetic | ...
     root: str | None = None  # dataset folder; synthetic: cache folder (default ~/.cache/dmireid)
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset loader's own options
     height: int = 256
     width: int = 128
     num_instances: int = 16  # K images per cluster in a P×K batch
     camera_aware: bool = True  # sampler prefers other cameras than the anchor's
+    camera_rule: Literal["cc", "spread"] = "spread"  # how the camera-aware sampler picks the K-1 others
+    erasing: Literal["cc", "torchvision"] = "torchvision"  # random-erasing implementation
     num_workers: int = 4
     corrupt_images: Literal["skip", "stop"] = "skip"  # unreadable training images
-    synthetic_ids: int = 200  # synthetic generator: identities (split in half train/test)
-    synthetic_cameras: int = 6
-    synthetic_seed: int = 0
-    synthetic_height: int = 128  # pixel size the synthetic generator draws at
-    synthetic_width: int = 64
 
 
 @dataclass
 class ModelConfig:
     """Backbone, pooling and neck (spec §2)."""
 
-    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50
+    arch: str = "resnet50"  # a registered backbone: resnet18 | resnet34 | resnet50 | ...
     pretrained: str | None = None  # torchvision weight file, or "imagenet" (needs internet)
     pooling: Literal["gem", "avg"] = "gem"
     gem_p: float = 3.0
@@ -69,6 +67,8 @@ class PseudoLabelConfig:
     eps: float = 0.6
     min_samples: int = 4
     knn_backend: Literal["auto", "faiss", "torch", "faiss-hnsw"] = "auto"
+    labeler: str = "jaccard_dbscan"  # a registered labeler
+    options: dict[str, Any] = field(default_factory=dict)  # a plug-in labeler's own options
 
 
 @dataclass
@@ -79,12 +79,14 @@ class MemoryConfig:
     momentum: float = 0.1  # weight of the old value in proxy momentum updates
     cc_update: UpdateRule = "sequential"  # method=cc
     dcp_updates: list[str] = field(default_factory=lambda: ["hard", "mean"])  # method=dmi
-    dcp_margin: float = 0.0  # >0: 0.5*(CE_mean + max(0, CE_hard - margin)) as the unofficial code
+    dcp_margins: list[float] = field(default_factory=lambda: [0.0, 0.0])  # one per DCP set: max(0, CE - margin)
     mip_instances: int = 16  # K_mip slots per cluster
     mip_weight: float = 1.0  # lambda
     mip_negatives_topk: int = 0  # 0 = every other cluster
-    mip_source: Literal["momentum", "online"] = "momentum"
+    mip_source: Literal["momentum", "online"] = "momentum"  # which batch features replace the MIP slots
     ema_momentum: float = 0.999  # alpha of the momentum encoder
+    ema_forward: Literal["train", "eval"] = "eval"  # mode of the momentum encoder's forward on training batches
+    ema_buffers: bool = True  # EMA of the BN buffers too (false: parameters only)
 
 
 @dataclass
@@ -102,7 +104,10 @@ class TrainConfig:
     eval_every: int = 10
     schedule: Literal["single", "two_stage"] = "single"
     stage1_epochs: int = 40  # two_stage: DCP-only epochs before DCP+MIP+EMA
+    stage2_init: Literal["best", "last"] = "best"  # two_stage: weights stage 2 starts from
     amp: bool = True  # on CUDA only
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"  # bf16 falls back to fp16 + GradScaler without bf16 support
+    amp_extract: bool = True  # autocast also for feature extraction (pseudo-labels, evaluation)
     deterministic: bool = False
     max_empty_epochs: int = 3  # stop after this many consecutive epochs with < 2 clusters
     extract_batch_size: int = 128
@@ -112,9 +117,11 @@ class TrainConfig:
 class Config:
     """A whole run. ``output_dir`` is the run folder itself."""
 
-    method: Literal["cc", "dmi"] = "dmi"
+    method: str = "dmi"  # a registered objective: cc | dmi | ...
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     output_dir: str = "runs/demo"
+    plugins: list[str] = field(default_factory=list)  # modules (or .py files) imported before any lookup
+    objective_options: dict[str, Any] = field(default_factory=dict)  # a plug-in objective's own settings
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
@@ -170,6 +177,24 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return number
     if annotation is str:
         return str(value)
+    if origin is dict or annotation is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise DmireidError(f"config key {key}: expected a mapping, got {value!r}")
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """A free-mapping value: ``key=value`` strings are read as YAML scalars/lists (``"24"`` -> 24)."""
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value
 
 
@@ -185,8 +210,40 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             if not isinstance(value, dict):
                 raise DmireidError(f"config key {key}: expected a mapping of sub-keys, got {value!r}")
             _apply(current, value, key + ".")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            merged = dict(current)  # free mappings merge key by key (preset <- overrides)
+            merged.update(_coerce(value, types_[name], key))
+            setattr(obj, name, merged)
         else:
             setattr(obj, name, _coerce(value, types_[name], key))
+
+
+# Keys of earlier versions -> their place now; applied to presets, overrides and checkpoint configs.
+LEGACY_SYNTHETIC_KEYS = {"synthetic_ids": "num_ids", "synthetic_cameras": "num_cameras", "synthetic_seed": "seed",
+                         "synthetic_height": "height", "synthetic_width": "width"}
+
+
+def upgrade_config_dict(values: dict[str, Any]) -> dict[str, Any]:
+    """Map keys written by earlier dmireid versions to today's (returns a new nested dict).
+
+    - ``data.synthetic_*`` (0.1) -> ``data.options`` (dropped for a dataset that is not synthetic);
+    - ``memory.dcp_margin: m`` (0.1, applied to ``hard`` sets only) -> ``memory.dcp_margins``, one per set.
+    """
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (values or {}).items()}
+    data = values.get("data")
+    if isinstance(data, dict) and any(k in data for k in LEGACY_SYNTHETIC_KEYS):
+        old = {LEGACY_SYNTHETIC_KEYS[k]: data.pop(k) for k in list(data) if k in LEGACY_SYNTHETIC_KEYS}
+        if str(data.get("name", "synthetic")) == "synthetic":
+            data["options"] = {**old, **(data.get("options") or {})}
+    memory = values.get("memory")
+    if isinstance(memory, dict) and "dcp_margin" in memory:
+        margin = memory.pop("dcp_margin")
+        if "dcp_margins" not in memory:
+            rules = memory.get("dcp_updates") or MemoryConfig().dcp_updates
+            if isinstance(rules, str):
+                rules = _coerce(rules, list[str], "memory.dcp_updates")
+            memory["dcp_margins"] = [margin if rule == "hard" else 0.0 for rule in rules]
+    return values
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -221,7 +278,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Build and validate a Config from a (possibly partial) nested dict."""
     cfg = Config()
-    _apply(cfg, values or {})
+    _apply(cfg, upgrade_config_dict(values))
     validate(cfg)
     return cfg
 
@@ -230,7 +287,7 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
                 base: dict[str, Any] | None = None) -> Config:
     """Defaults <- ``base`` dict (e.g. a checkpoint's config) <- YAML preset/file <- ``key=value`` overrides."""
     cfg = Config()
-    _apply(cfg, base or {})
+    _apply(cfg, upgrade_config_dict(base))
     if config is not None:
         path = resolve_config_path(config)
         try:
@@ -239,8 +296,8 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
             raise DmireidError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(values, dict):
             raise DmireidError(f"config file {path}: expected a mapping of keys at the top level")
-        _apply(cfg, values)
-    _apply(cfg, parse_overrides(overrides or []))
+        _apply(cfg, upgrade_config_dict(values))
+    _apply(cfg, upgrade_config_dict(parse_overrides(overrides or [])))
     validate(cfg)
     return cfg
 

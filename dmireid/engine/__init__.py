@@ -5,7 +5,7 @@
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only``-safe checkpoints.
 """
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from .features import extract_features
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook
 from .trainer import Trainer, evaluate_model, train

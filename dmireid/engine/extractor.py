@@ -172,7 +172,7 @@ class FeatureExtractor:
 
     # ------------------------------------------------------------------------------ loading
     def _load(self, checkpoint, encoder):
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         if "config" in state and ("model" in state or "ema_model" in state):

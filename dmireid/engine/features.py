@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset, Sample, build_test_transform
-from . import distributed as dist
+from .. import distributed as dist
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from . import distributed as dist
-from .checkpoint import save_checkpoint
+from .. import distributed as dist
+from ..checkpoint import save_checkpoint
 
 if TYPE_CHECKING:
     from .trainer import Trainer

@@ -30,8 +30,8 @@ from ..evaluation import evaluate
 from ..memory import ClusterProxies, DiscrepantProxies, MomentumEncoder, MultiInstanceProxies, cluster_centroids
 from ..models import build_model
 from ..pseudo_labels import cluster, jaccard_distance, label_quality
-from . import distributed as dist
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from .. import distributed as dist
+from ..checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from .features import autocast_for, extract_features
 from .loader import SeededBatches, SeededImageDataset
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook
@@ -60,12 +60,8 @@ def build_model_from_config(cfg: Config) -> torch.nn.Module:
 
 
 def dataset_options(cfg: Config) -> dict[str, Any]:
-    """Extra ``load_dataset`` options that ``cfg.data`` implies (the synthetic generator's)."""
-    d = cfg.data
-    if d.name != "synthetic":
-        return {}
-    return dict(num_ids=d.synthetic_ids, num_cameras=d.synthetic_cameras, seed=d.synthetic_seed,
-                height=d.synthetic_height, width=d.synthetic_width)
+    """The dataset loader's options (``cfg.data.options``)."""
+    return dict(cfg.data.options)
 
 
 def seed_everything(seed: int) -> None:
@@ -204,9 +200,9 @@ class Trainer:
         if c.method == "cc":
             log.info("method cc: one proxy per cluster, update=%s", m.cc_update)
         else:
-            log.info("method dmi: schedule=%s, dcp_updates=%s, dcp_margin=%s, mip_instances=%d, mip_source=%s, "
+            log.info("method dmi: schedule=%s, dcp_updates=%s, dcp_margins=%s, mip_instances=%d, mip_source=%s, "
                      "mip_negatives_topk=%s, mip_weight=%s, momentum encoder in eval mode for batch features",
-                     c.train.schedule, m.dcp_updates, m.dcp_margin, m.mip_instances, m.mip_source,
+                     c.train.schedule, m.dcp_updates, m.dcp_margins, m.mip_instances, m.mip_source,
                      m.mip_negatives_topk or "all", m.mip_weight)
         log.info("device %s (world size %d), amp %s, bn_group_size %d, pseudo-labels eps %.2f k1 %d k2 %d",
                  self.device, self.world_size, self.amp_dtype, c.model.bn_group_size, c.pseudo_labels.eps,
@@ -359,7 +355,8 @@ class Trainer:
             self.memory = ClusterProxies(centroids, update=m.cc_update, momentum=m.momentum, temperature=m.temperature)
         else:
             self.memory = DiscrepantProxies(centroids, updates=tuple(m.dcp_updates), momentum=m.momentum,
-                                            temperature=m.temperature, margin=m.dcp_margin)
+                                            temperature=m.temperature,
+                                            margin=max(m.dcp_margins) if m.dcp_margins else 0.0)
         self.mip = self.init_instances(labels) if self.mip_active(self.epoch) else None
 
     def init_instances(self, labels: np.ndarray) -> MultiInstanceProxies:
