@@ -7,6 +7,8 @@ Public API (contract, see docs/architecture.md)::
         -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1, explicit zeros kept)
     cluster(distance, eps, min_samples=4) -> np.ndarray int64 labels (-1 outlier, 0..C-1)
     label_quality(pseudo_labels, true_pids) -> {"nmi", "ari", "pair_precision", "pair_recall"}
+    JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend)(features) -> labels   # the method's labeler
+    build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
 
 Decisions (documented in the modules):
 
@@ -23,6 +25,8 @@ Decisions (documented in the modules):
 
 from dmireid.pseudo_labels.clustering import cluster, label_quality
 from dmireid.pseudo_labels.jaccard import jaccard_distance
+from dmireid.pseudo_labels.labeler import LABELERS, JaccardDBSCAN, Labeler, build_labeler, register_labeler
 from dmireid.pseudo_labels.neighbours import knn
 
-__all__ = ["knn", "jaccard_distance", "cluster", "label_quality"]
+__all__ = ["knn", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN", "build_labeler",
+           "register_labeler", "LABELERS"]

@@ -1,0 +1,97 @@
+"""Labelers: unit features -> pseudo-identities. One object serves training and ``dmireid cluster``.
+
+    labeler = build_labeler("jaccard_dbscan", k1=30, k2=6, eps=0.6, min_samples=4)
+    labels = labeler(features)        # N×d unit rows -> N int64 labels, -1 = outlier, 0..C-1
+
+A labeler is any callable ``labeler(features) -> labels`` (see :class:`Labeler`); register a new
+one (k-means, InfoMap, ...) with :func:`register_labeler` and select it with
+``pseudo_labels.labeler=NAME`` (its own settings in ``pseudo_labels.options``). The trainer calls
+a labeler on rank 0 only and broadcasts the labels, unless the labeler sets ``collective = True``
+(then every rank calls it and rank 0's result is used).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from ..errors import DmireidError
+from ..registry import Registry, call_with_options
+from .clustering import cluster
+from .jaccard import jaccard_distance
+
+log = logging.getLogger(__name__)
+
+LABELERS: Registry = Registry("labeler", "pseudo_labels.labeler")
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    """``labeler(features N×d float32 unit rows) -> N int64 labels`` (-1 outlier, clusters 0..C-1)."""
+
+    def __call__(self, features: torch.Tensor) -> np.ndarray: ...
+
+
+def register_labeler(name: str, factory=None, *, overwrite: bool = False):
+    """Register a labeler class/factory under ``name`` (also usable as ``@register_labeler(name)``).
+
+    The factory is called with the ``pseudo_labels`` settings it accepts by name (``k1``, ``k2``,
+    ``eps``, ``min_samples``, ``knn_backend``, ``progress``) plus ``pseudo_labels.options``.
+    """
+    return LABELERS.register(name, factory, overwrite=overwrite)
+
+
+class JaccardDBSCAN:
+    """k-reciprocal Jaccard distance (spec §3) + DBSCAN (spec §1.3): the method's labeler.
+
+    ``k1`` is capped at N-1 and ``k2`` at ``k1`` (so small folders work); the Jaccard graph keeps
+    only pairs ≤ ``eps`` (all DBSCAN needs).
+    """
+
+    def __init__(self, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4,
+                 knn_backend: str = "auto", progress: bool = True):
+        if not 0 < eps < 1:
+            raise DmireidError(f"pseudo_labels.eps must be in (0, 1), got {eps}")
+        self.k1, self.k2, self.eps, self.min_samples = int(k1), int(k2), float(eps), int(min_samples)
+        self.knn_backend, self.progress = knn_backend, progress
+
+    def __repr__(self) -> str:
+        return (f"JaccardDBSCAN(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
+                f"knn_backend={self.knn_backend})")
+
+    def capped(self, n: int) -> tuple[int, int]:
+        """``(k1, k2)`` used for ``n`` features."""
+        k1 = max(1, min(self.k1, n - 1))
+        return k1, max(1, min(self.k2, k1))
+
+    def __call__(self, features: torch.Tensor) -> np.ndarray:
+        n = len(features)
+        if n < 2:
+            raise DmireidError(f"clustering needs at least 2 images, got {n}")
+        k1, k2 = self.capped(n)
+        distance = jaccard_distance(features, k1=k1, k2=k2, max_distance=self.eps, knn_backend=self.knn_backend,
+                                    progress=self.progress)
+        return np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
+
+
+register_labeler("jaccard_dbscan", JaccardDBSCAN)
+
+
+def build_labeler(name: str = "jaccard_dbscan", options: dict | None = None, **settings) -> Labeler:
+    """The registered labeler ``name`` built with the ``settings`` its factory accepts + ``options``.
+
+    ``settings`` are the standard ``pseudo_labels`` keys; those the factory does not take are dropped,
+    so a plug-in labeler need not accept k1/k2. Unknown ``options`` are a one-line error.
+    """
+    factory = LABELERS.get(name)
+    try:
+        params = inspect.signature(factory).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        accepted = {k: v for k, v in settings.items() if takes_any or k in params}
+    except (TypeError, ValueError):  # no signature (a C callable): pass everything
+        accepted = dict(settings)
+    return call_with_options(factory, dict(options or {}), f"labeler {name!r} (pseudo_labels.options)", **accepted)
