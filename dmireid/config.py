@@ -111,6 +111,7 @@ class TrainConfig:
     deterministic: bool = False
     max_empty_epochs: int = 3  # stop after this many consecutive epochs with < 2 clusters
     extract_batch_size: int = 128
+    save_pseudo_labels: bool = False  # write each epoch's labels to <run>/pseudo_labels/epoch_NNN.npy
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""Cross-cutting concerns of the epoch loop as hooks: evaluation, metrics, checkpoints, progress.
+"""Cross-cutting concerns of the epoch loop as hooks that hold their own logic.
 
-A hook sees the :class:`~dmireid.engine.trainer.Trainer` and its ``record`` (the current epoch's
-metrics dict). Hooks run in list order; the default order is progress → evaluation → metrics →
-checkpoint, so a checkpoint always holds the metrics of its own epoch.
+A hook's methods receive the trainer, from which the built-in hooks read plain data only
+(``epoch``, ``record`` — the current epoch's metrics dict — and ``last_logged_loss``); what they do
+(evaluate, build a checkpoint payload) is a function given to their constructor. Hooks run in list
+order; the default order is progress → pseudo-labels → evaluation → metrics → checkpoint, so a
+checkpoint always holds the metrics of its own epoch.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
-from tqdm.auto import tqdm
+import numpy as np
 
 from .. import distributed as dist
 from ..checkpoint import save_checkpoint
+from ..progress import interactive, progress_bar
+from ..run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS, PSEUDO_LABELS_DIR, TENSORBOARD_DIR
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -29,28 +34,39 @@ class Hook:
 
     def before_train(self, trainer: "Trainer") -> None: ...
     def before_epoch(self, trainer: "Trainer") -> None: ...
+    def after_pseudo_labels(self, trainer: "Trainer", labels: np.ndarray) -> None: ...
     def after_iter(self, trainer: "Trainer", iteration: int) -> None: ...
     def after_epoch(self, trainer: "Trainer") -> None: ...
     def after_train(self, trainer: "Trainer") -> None: ...
 
 
 class ProgressHook(Hook):
-    """A tqdm bar with ETA over the iterations of each epoch (rank 0 only)."""
+    """Iteration progress (rank 0): a tqdm bar on a terminal, else a log line every ``log_every``
+    iterations with the loss, images/s and the epoch's ETA."""
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.bar = None
+    def __init__(self, iters: int, epochs: int, batch_size: int, enabled: bool = True, log_every: int = 20):
+        self.iters, self.epochs, self.batch_size = iters, epochs, batch_size
+        self.enabled, self.log_every = enabled, log_every
+        self.bar, self.start = None, 0.0
 
     def before_epoch(self, trainer):
-        if self.enabled and dist.is_main():
-            self.bar = tqdm(total=trainer.cfg.train.iters, desc=f"epoch {trainer.epoch + 1}/{trainer.cfg.train.epochs}",
-                            unit="it", leave=False)
+        self.start = time.time()
+        if self.enabled and dist.is_main() and interactive():
+            self.bar = progress_bar(total=self.iters, desc=f"epoch {trainer.epoch + 1}/{self.epochs}", unit="it",
+                                    leave=False)
 
     def after_iter(self, trainer, iteration):
+        loss = trainer.last_logged_loss
         if self.bar is not None:
             self.bar.update(1)
-            if trainer.last_logged_loss is not None and iteration % trainer.log_every == 0:
-                self.bar.set_postfix(loss=f"{trainer.last_logged_loss:.3f}")
+            if loss is not None and iteration % self.log_every == 0:
+                self.bar.set_postfix(loss=f"{loss:.3f}")
+        elif self.enabled and dist.is_main() and (iteration % self.log_every == 0 or iteration == self.iters):
+            elapsed = time.time() - self.start
+            eta = elapsed / iteration * (self.iters - iteration)
+            log.info("epoch %d/%d iteration %d/%d loss %s %.1f img/s eta %s", trainer.epoch + 1, self.epochs,
+                     iteration, self.iters, f"{loss:.4f}" if loss is not None else "-",
+                     iteration * self.batch_size / max(elapsed, 1e-9), format_seconds(eta))
 
     def after_epoch(self, trainer):
         if self.bar is not None:
@@ -58,23 +74,35 @@ class ProgressHook(Hook):
             self.bar = None
 
 
-class EvaluationHook(Hook):
-    """Evaluates θ (and θ' when present) every ``every`` epochs and after the last epoch."""
+class PseudoLabelsHook(Hook):
+    """Writes each epoch's pseudo-labels to ``pseudo_labels/epoch_NNN.npy`` (rank 0; N int64, -1 = outlier)."""
 
-    def __init__(self, every: int):
-        self.every = every
+    def __init__(self, run_dir: Path):
+        self.folder = Path(run_dir) / PSEUDO_LABELS_DIR
+
+    def after_pseudo_labels(self, trainer, labels):
+        if dist.is_main():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            np.save(self.folder / f"epoch_{trainer.epoch:03d}.npy", np.asarray(labels, dtype=np.int64))
+
+
+class EvaluationHook(Hook):
+    """Adds ``evaluate()``'s metrics to the record every ``every`` epochs and after the last one."""
+
+    def __init__(self, evaluate: Callable[[], dict[str, float]], every: int, epochs: int, enabled: bool = True):
+        self.evaluate, self.every, self.epochs, self.enabled = evaluate, every, epochs, enabled
 
     def after_epoch(self, trainer):
-        last = trainer.epoch + 1 == trainer.cfg.train.epochs
-        if trainer.dataset.query and ((trainer.epoch + 1) % self.every == 0 or last):
-            trainer.record.update(trainer.evaluate_encoders())
+        last = trainer.epoch + 1 == self.epochs
+        if self.enabled and ((trainer.epoch + 1) % self.every == 0 or last):
+            trainer.record.update(self.evaluate())
 
 
 class MetricsHook(Hook):
     """Appends one JSON line per epoch to ``metrics.jsonl``; TensorBoard scalars when installed."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / METRICS
         self.writer = None
 
     def before_train(self, trainer):
@@ -84,9 +112,9 @@ class MetricsHook(Hook):
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=trainer.epoch)
+            self.writer = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR), purge_step=trainer.epoch)
         except ImportError:
-            log.info("tensorboard not installed: metrics go to metrics.jsonl only")
+            log.info("tensorboard not installed: metrics go to %s only", METRICS)
 
     def after_epoch(self, trainer):
         if not dist.is_main():
@@ -107,19 +135,35 @@ class MetricsHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Saves ``last.pt`` every epoch and ``best.pt`` when the evaluated mAP improves (rank 0)."""
+    """Saves ``last.pt`` every epoch and ``best.pt`` when the evaluated mAP improves (rank 0).
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
+    ``payload()`` returns the dict to save; ``best`` is the trainer's best-on-test dict, updated in
+    place here (it is part of the payload) — see :func:`update_best`.
+    """
+
+    def __init__(self, run_dir: Path, payload: Callable[[], dict[str, Any]], best: dict[str, Any]):
+        self.run_dir, self.payload, self.best = Path(run_dir), payload, best
 
     def after_epoch(self, trainer):
-        improved = trainer.update_best()
+        improved = update_best(self.best, trainer.record, trainer.epoch)
         if dist.is_main():
-            payload = trainer.checkpoint_payload()
-            save_checkpoint(payload, self.run_dir / "last.pt")
+            payload = self.payload()
+            save_checkpoint(payload, self.run_dir / LAST_CHECKPOINT)
             if improved:
-                save_checkpoint(payload, self.run_dir / "best.pt")
+                save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
         dist.barrier()
+
+
+def update_best(best: dict[str, Any], record: dict[str, Any], epoch: int) -> bool:
+    """Best evaluated mAP over θ and θ' so far, in place; True when ``record`` improved it."""
+    candidates = [(record[k], name) for k, name in (("mAP", "online"), ("mAP_ema", "momentum")) if k in record]
+    if not candidates:
+        return False
+    value, encoder = max(candidates)
+    if value > best["mAP"]:
+        best.update(mAP=value, epoch=epoch, encoder=encoder)
+        return True
+    return False
 
 
 def truncate_metrics(path: Path, epochs_done: int) -> None:
@@ -136,6 +180,11 @@ def truncate_metrics(path: Path, epochs_done: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(path)
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def format_record(record: dict) -> str:

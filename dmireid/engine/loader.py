@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from ..data import ClusterBatchSampler, ImageDataset
+from ..data import ClusterBatchSampler, ImageDataset, build_train_transform
 
 
 class SeededBatches:
@@ -48,3 +48,20 @@ class SeededImageDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+def train_loader(cfg, samples, labels: np.ndarray, epoch: int, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> DataLoader:
+    """This rank's P×K batches of ``epoch`` over the pseudo-labels: ``(images B×3×H×W, index B, ok B)``.
+
+    ``cfg``: the run config (data and train sections); ``samples``: the training list;
+    ``labels``: N pseudo-labels (-1 never drawn); ``seed``: the epoch's seed.
+    """
+    data, train = cfg.data, cfg.train
+    sampler = ClusterBatchSampler(labels, np.array([c for _, _, c in samples]), num_instances=data.num_instances,
+                                  batch_size=train.batch_size, iters=train.iters, seed=train.seed, epoch=epoch,
+                                  camera_aware=data.camera_aware, rank=rank, world_size=world_size)
+    dataset = ImageDataset(samples, build_train_transform(data.height, data.width))
+    batches = SeededBatches(sampler, seed, train.batch_size, rank)
+    return DataLoader(SeededImageDataset(dataset), batch_sampler=batches, num_workers=data.num_workers,
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,175 @@
+"""What a training run sets up before its loop: device, data, model, optimiser, precision.
+
+:class:`TrainingSession` is the base of :class:`~dmireid.engine.trainer.Trainer`; it holds no loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import distributed as dist
+from ..config import Config
+from ..data import load_dataset
+from ..errors import DmireidError
+from ..evaluation import evaluate
+from ..models import build_model
+from .features import extract_features
+from .state import seed_everything
+
+log = logging.getLogger("dmireid.train")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available else cpu; asking for CUDA without one is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DmireidError(f"device={name} was asked for but no CUDA device is available (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, enabled: bool, requested: str = "bf16") -> torch.dtype | None:
+    """The autocast dtype: None on CPU or when disabled; bf16 when asked and supported, else fp16."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if requested == "bf16" and torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_model_from_config(cfg: Config) -> torch.nn.Module:
+    """The ReIDModel that ``cfg.model`` describes."""
+    m = cfg.model
+    return build_model(m.arch, pretrained=m.pretrained, pooling=m.pooling, gem_p=m.gem_p,
+                       last_stride=m.last_stride, bn_group_size=m.bn_group_size)
+
+
+def dataset_options(cfg: Config) -> dict[str, Any]:
+    """The dataset loader's options (``cfg.data.options``)."""
+    return dict(cfg.data.options)
+
+
+class TrainingSession:
+    """Device, process group, data, model (DDP-wrapped under torchrun), optimiser, scheduler, scaler."""
+
+    def __init__(self, cfg: Config, progress: bool = True):
+        self.cfg, self.progress = cfg, progress
+        self.run_dir = Path(cfg.output_dir)
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        self.rank, self.world_size = dist.init_distributed(self.device)
+        self.amp_dtype = autocast_dtype(self.device, cfg.train.amp, cfg.train.amp_dtype)
+
+    def prepare(self) -> None:
+        """Seed, then data, model, optimiser in that order (the order fixes the initial weights)."""
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if dist.is_main():
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DmireidError(f"output_dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from None
+        self.dataset = self.load_data()
+        self.model = build_model_from_config(cfg).to(self.device)
+        if self.use_channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.world_size > 1:
+            self.check_divisible()
+            # BN running stats are averaged over ranks after each step (see dist.average_buffers), not
+            # broadcast from rank 0, so N processes × G images equal one process with bn_group_size=G.
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        self.optimizer, self.scheduler = self.make_optimizer()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def check_divisible(self) -> None:
+        clusters = self.cfg.train.batch_size // self.cfg.data.num_instances
+        if clusters % self.world_size:
+            raise DmireidError(f"train.batch_size/data.num_instances = {clusters} clusters per batch cannot be split "
+                               f"evenly over {self.world_size} processes")
+
+    @property
+    def use_channels_last(self) -> bool:
+        return self.cfg.model.channels_last and self.device.type == "cuda"
+
+    @property
+    def extract_amp(self) -> bool:
+        """Whether feature extraction (pseudo-labels, evaluation) runs under autocast."""
+        return self.amp_dtype is not None and self.cfg.train.amp_extract
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.model.module if hasattr(self.model, "module") else self.model
+
+    def autocast(self):
+        """Autocast with the run's dtype on CUDA (fp32 elsewhere)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def load_data(self):
+        data = self.cfg.data
+        if dist.is_main():
+            dataset = load_dataset(data.name, data.root, **data.options)
+        dist.barrier()
+        if not dist.is_main():
+            dataset = load_dataset(data.name, data.root, **data.options)
+        if len(dataset.train) < self.cfg.pseudo_labels.min_samples:
+            raise DmireidError(f"dataset {data.name} at {dataset.root}: {len(dataset.train)} training images, "
+                               f"fewer than pseudo_labels.min_samples={self.cfg.pseudo_labels.min_samples}")
+        return dataset
+
+    def make_optimizer(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.cfg.train.step_size,
+                                                    gamma=self.cfg.train.gamma)
+        return optimizer, scheduler
+
+    def extract(self, model: torch.nn.Module, samples, description: str) -> tuple[torch.Tensor, np.ndarray]:
+        """Features (N×d CPU unit rows) and readable mask of ``samples`` with ``model`` (all ranks)."""
+        cfg = self.cfg
+        return extract_features(model, samples, cfg.data.height, cfg.data.width, cfg.train.extract_batch_size,
+                                self.device, cfg.data.num_workers, amp=self.extract_amp,
+                                channels_last=self.use_channels_last, progress=self.progress, description=description)
+
+    def log_choices(self, objective: str) -> None:
+        if not dist.is_main():
+            return
+        c = self.cfg
+        log.info("%s", objective)
+        log.info("device %s (world size %d), amp %s (extraction %s), bn_group_size %d, labeler %s, "
+                 "pseudo-labels eps %.2f k1 %d k2 %d, sampler camera_rule %s, erasing %s",
+                 self.device, self.world_size, self.amp_dtype, "amp" if self.extract_amp else "fp32",
+                 c.model.bn_group_size, c.pseudo_labels.labeler, c.pseudo_labels.eps, c.pseudo_labels.k1,
+                 c.pseudo_labels.k2, c.data.camera_rule, c.data.erasing)
+
+
+def evaluate_model(model, dataset, cfg: Config, device, progress=True, amp=False, channels_last=False, rerank=False):
+    """Query/gallery evaluation of one encoder; returns {mAP, rank1, rank5, rank10, mINP} (rank 0)."""
+    samples = dataset.query + dataset.gallery
+    feats, _ = extract_features(model, samples, cfg.data.height, cfg.data.width, cfg.train.extract_batch_size,
+                                device, cfg.data.num_workers, amp=amp, channels_last=channels_last,
+                                progress=progress, description="extract query+gallery")
+    if not dist.is_main():
+        return None
+    nq = len(dataset.query)
+    pids = np.array([s[1] for s in samples])
+    cams = np.array([s[2] for s in samples])
+    result = evaluate(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], rerank=rerank)
+    cmc = result["cmc"]
+    return {"mAP": float(result["mAP"]), "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]),
+            "mINP": float(result["mINP"])}

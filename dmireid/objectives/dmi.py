@@ -1,0 +1,86 @@
+"""DMI (spec §4.2-4.3): where the method differs from Cluster Contrast, all in one place.
+
+1. **Discrepant cluster proxies** (DCP): M proxy sets per cluster instead of one, each with its own
+   update rule (``memory.dcp_updates``) and loss margin (``memory.dcp_margins``).
+2. **Multi-instance proxies** (MIP): K_mip instance features per cluster, initialised from the
+   momentum encoder θ' and replaced by each batch's features (``memory.mip_source``), with a loss
+   that takes each cluster's hardest own instance and every other cluster's closest one.
+3. A **momentum encoder** θ' (the engine keeps it when :meth:`DMI.uses_momentum_encoder` says so).
+
+With ``train.schedule=two_stage`` the first stage trains DCP alone (no MIP, no θ').
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..memory import DiscrepantProxies, MultiInstanceProxies, cluster_centroids
+from .base import Objective, ObjectiveContext, register_objective
+
+
+class DMI(Objective):
+    """``method=dmi``: DCP always; MIP in stage 2 (every epoch with ``train.schedule=single``)."""
+
+    def __init__(self, dcp: DiscrepantProxies, mip: MultiInstanceProxies | None = None, mip_weight: float = 1.0,
+                 mip_source: str = "momentum", generator: torch.Generator | None = None):
+        super().__init__()
+        self.dcp, self.mip = dcp, mip
+        self.mip_weight, self.mip_source, self.generator = float(mip_weight), mip_source, generator
+        self.needs_momentum_features = mip is not None and mip_source == "momentum"
+
+    @classmethod
+    def uses_momentum_encoder(cls, settings, options, stage) -> bool:
+        return stage == 2
+
+    @classmethod
+    def describe(cls, settings, options, stage) -> str:
+        s = settings
+        mip = (f"mip_instances={s.mip_instances}, mip_source={s.mip_source}, "
+               f"mip_negatives_topk={s.mip_negatives_topk or 'all'}, mip_weight={s.mip_weight}, "
+               f"momentum encoder forward in {s.ema_forward} mode, EMA of BN buffers {s.ema_buffers}"
+               if stage == 2 else "no MIP and no momentum encoder in stage 1")
+        return f"method dmi: dcp_updates={s.dcp_updates}, dcp_margins={s.dcp_margins}, {mip}"
+
+    @classmethod
+    def build(cls, context: ObjectiveContext) -> "DMI":
+        s = context.settings
+        centroids = cluster_centroids(context.features, context.labels).to(context.device)
+        dcp = DiscrepantProxies(centroids, updates=tuple(s.dcp_updates), momentum=s.momentum,
+                                temperature=s.temperature, margin=max(s.dcp_margins))  # TEMP: margins= once memory lands
+        if context.stage != 2:
+            return cls(dcp)
+        generator = torch.Generator(device=context.device).manual_seed(context.seed)
+        return cls(dcp, initial_instances(context), mip_weight=s.mip_weight, mip_source=s.mip_source,
+                   generator=generator)
+
+    def loss(self, f: torch.Tensor, y: torch.Tensor):
+        terms = {"loss_dcp": self.dcp.loss(f, y)}
+        loss = terms["loss_dcp"]
+        if self.mip is not None:
+            terms["loss_mip"] = self.mip.loss(f, y)
+            loss = loss + self.mip_weight * terms["loss_mip"]
+        return loss, terms
+
+    @torch.no_grad()
+    def update(self, f, f_momentum, y) -> None:
+        self.dcp.update(f, y)
+        if self.mip is not None:
+            source = f_momentum if self.mip_source == "momentum" and f_momentum is not None else f
+            self.mip.replace(source, y, self.generator)
+
+
+def initial_instances(context: ObjectiveContext) -> MultiInstanceProxies:
+    """K_mip θ' features (eval mode) per cluster, members drawn uniformly with replacement."""
+    s = context.settings
+    if context.embed_momentum is None:
+        raise RuntimeError("DMI's multi-instance proxies need the momentum encoder's features")
+    generator = torch.Generator().manual_seed(context.seed)
+    members = MultiInstanceProxies.sample_members(context.labels, s.mip_instances, generator).numpy()  # C×K
+    unique, inverse = np.unique(members, return_inverse=True)
+    features = context.embed_momentum(unique)
+    instances = features[torch.from_numpy(inverse.reshape(members.shape))].to(context.device)
+    return MultiInstanceProxies(instances, temperature=s.temperature, negatives_topk=s.mip_negatives_topk)
+
+
+register_objective("dmi", DMI)
