@@ -50,9 +50,12 @@ def cmd_train(args) -> int:
         overrides = [f"output_dir={args.resume}", *overrides]
     elif config is None:
         config = "demo"
+    from .progress import logging_redirect
+
     cfg = load_config(config, overrides)
     setup_logging(Path(cfg.output_dir))
-    results = train(cfg, resume=args.resume, progress=not args.no_progress)
+    with logging_redirect():
+        results = train(cfg, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_results(results))
     return 0
@@ -106,7 +109,7 @@ def cmd_evaluate(args) -> int:
     from .config import load_config
     from .data import load_dataset
     from .engine import evaluate_model, load_checkpoint
-    from .engine.trainer import build_model_from_config, dataset_options, resolve_device
+    from .engine.session import build_model_from_config, initial_model, resolve_device
 
     if args.checkpoint and "=" in args.checkpoint and not Path(args.checkpoint).exists():
         args.overrides, args.checkpoint = [args.checkpoint, *args.overrides], None  # a key=value, not a file
@@ -120,12 +123,12 @@ def cmd_evaluate(args) -> int:
         cfg = load_config(args.config, args.overrides, base=state["config"])
     else:
         cfg = load_config(args.config or "demo", args.overrides)
-    if args.dataset:
-        cfg.data.name = args.dataset
+    if args.dataset and args.dataset != cfg.data.name:
+        cfg.data.name, cfg.data.options = args.dataset, {}  # options belong to the checkpoint's dataset
     if args.root:
         cfg.data.root = args.root
     setup_logging(quiet=args.quiet)
-    model = build_model_from_config(cfg)
+    model = initial_model(cfg) if state is None else build_model_from_config(cfg)  # random init = training's start
     if state is not None:
         encoder = args.encoder or ("momentum" if state.get("ema_model") is not None else "online")
         key = "ema_model" if encoder == "momentum" else "model"
@@ -133,7 +136,7 @@ def cmd_evaluate(args) -> int:
             raise DmireidError(f"{args.checkpoint} holds no {encoder} encoder")
         model.load_state_dict(state[key])
     device = resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data.name, cfg.data.root, **dataset_options(cfg))
+    dataset = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
     metrics = evaluate_model(model.to(device), dataset, cfg, device, progress=not args.quiet, rerank=args.rerank)
     print(f"{'mAP':>8}{'R1':>8}{'R5':>8}{'R10':>8}{'mINP':>8}")
     print("".join(f"{100 * metrics[k]:>8.1f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))

@@ -16,6 +16,7 @@ import torch
 
 from .. import distributed as dist
 from ..config import Config
+from ..config_validation import check_pretrained_file
 from ..data import load_dataset
 from ..errors import DmireidError
 from ..evaluation import evaluate
@@ -47,6 +48,22 @@ def build_model_from_config(cfg: Config) -> torch.nn.Module:
     m = cfg.model
     return build_model(m.arch, pretrained=m.pretrained, pooling=m.pooling, gem_p=m.gem_p,
                        last_stride=m.last_stride, bn_group_size=m.bn_group_size)
+
+
+def initial_model(cfg: Config) -> torch.nn.Module:
+    """The weights training with ``cfg`` starts from: global RNGs seeded with ``train.seed``, then built.
+
+    ``dmireid evaluate --random-init`` uses it too, so "untrained vs trained" compares one model.
+    """
+    seed_everything(cfg.train.seed)
+    return build_model_from_config(cfg)
+
+
+def warn_without_pretrained(cfg: Config) -> None:
+    """A real dataset trained from random weights: say that the published numbers assume ImageNet's."""
+    if cfg.data.name != "synthetic" and str(cfg.model.pretrained).lower() in ("none", ""):
+        log.warning("model.pretrained is none: training %s from random weights; the published numbers assume "
+                    "ImageNet weights (model.pretrained=imagenet or a weight file)", cfg.data.name)
 
 
 def dataset_options(cfg: Config) -> dict[str, Any]:
@@ -81,8 +98,10 @@ class TrainingSession:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DmireidError(f"output_dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from None
+        check_pretrained_file(cfg.model.pretrained)
+        warn_without_pretrained(cfg)
         self.dataset = self.load_data()
-        self.model = build_model_from_config(cfg).to(self.device)
+        self.model = initial_model(cfg).to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.world_size > 1:

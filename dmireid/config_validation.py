@@ -1,0 +1,127 @@
+"""Every config value a later stage would reject, rejected before any work starts (one line each).
+
+:func:`validate` runs at the end of :func:`dmireid.config.load_config`. It imports the ``plugins``
+first, so names registered by a plug-in (objectives, labelers, backbones, datasets) validate.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DmireidError
+from .registry import import_plugins
+
+if TYPE_CHECKING:
+    from .config import Config
+
+UPDATE_RULES = ("sequential", "hard", "mean")
+
+
+def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
+    d, m, p, mem, t = cfg.data, cfg.model, cfg.pseudo_labels, cfg.memory, cfg.train
+    return [
+        # train
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.iters >= 1, "train.iters must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (t.step_size >= 1, "train.step_size must be >= 1"),
+        (t.gamma > 0, "train.gamma must be > 0"),
+        (t.seed >= 0, "train.seed must be >= 0"),
+        (t.eval_every >= 1, "train.eval_every must be >= 1"),
+        (t.max_empty_epochs >= 1, "train.max_empty_epochs must be >= 1"),
+        (t.extract_batch_size >= 1, "train.extract_batch_size must be >= 1"),
+        (t.schedule == "single" or 1 <= t.stage1_epochs < t.epochs,
+         "train.stage1_epochs must be in [1, train.epochs) with train.schedule=two_stage"),
+        # data
+        (d.num_instances >= 1, "data.num_instances must be >= 1"),
+        (d.num_instances <= t.batch_size,
+         f"data.num_instances ({d.num_instances}) must be <= train.batch_size ({t.batch_size})"),
+        (d.num_instances >= 1 and t.batch_size % d.num_instances == 0,
+         f"train.batch_size ({t.batch_size}) must be a multiple of data.num_instances ({d.num_instances})"),
+        (d.height >= 16 and d.width >= 16, "data.height and data.width must be >= 16"),
+        (d.num_workers >= 0, "data.num_workers must be >= 0"),
+        # model
+        (m.bn_group_size >= 0, "model.bn_group_size must be >= 0"),
+        (m.bn_group_size == 0 or t.batch_size % m.bn_group_size == 0 or m.bn_group_size >= t.batch_size,
+         f"train.batch_size ({t.batch_size}) must be a multiple of model.bn_group_size ({m.bn_group_size})"),
+        (m.gem_p > 0, "model.gem_p must be > 0"),
+        (m.last_stride in (1, 2), "model.last_stride must be 1 or 2"),
+        # pseudo labels
+        (0 < p.eps < 1, "pseudo_labels.eps must be in (0, 1)"),
+        (p.min_samples >= 1, "pseudo_labels.min_samples must be >= 1"),
+        (p.k1 >= 2 and p.k2 >= 1, "pseudo_labels.k1 must be >= 2 and k2 >= 1"),
+        (p.k2 <= p.k1, f"pseudo_labels.k2 ({p.k2}) must be <= pseudo_labels.k1 ({p.k1})"),
+        # memory
+        (len(mem.dcp_updates) >= 1, "memory.dcp_updates must name at least one rule"),
+        (all(r in UPDATE_RULES for r in mem.dcp_updates),
+         f"memory.dcp_updates {mem.dcp_updates} may only hold {', '.join(UPDATE_RULES)}"),
+        (len(mem.dcp_margins) == len(mem.dcp_updates),
+         f"memory.dcp_margins has {len(mem.dcp_margins)} value(s) but memory.dcp_updates names "
+         f"{len(mem.dcp_updates)} set(s): give one margin per set"),
+        (all(x >= 0 for x in mem.dcp_margins), "memory.dcp_margins must be >= 0"),
+        (0 <= mem.momentum < 1, "memory.momentum must be in [0, 1)"),
+        (0 <= mem.ema_momentum < 1, "memory.ema_momentum must be in [0, 1)"),
+        (mem.temperature > 0, "memory.temperature must be > 0"),
+        (mem.mip_instances >= 1, "memory.mip_instances must be >= 1"),
+        (mem.mip_weight >= 0, "memory.mip_weight must be >= 0"),
+        (mem.mip_negatives_topk >= 0, "memory.mip_negatives_topk must be >= 0"),
+        # run
+        (bool(str(cfg.output_dir).strip()), "output_dir must not be empty"),
+    ]
+
+
+def _check_device(device: str) -> None:
+    if device == "auto" or device == "cpu" or device == "cuda":
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return
+    raise DmireidError(f"invalid config: device {device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def check_pretrained_file(pretrained: str | None) -> None:
+    """``model.pretrained`` names imagenet, none or an existing file (checked when training starts:
+    a checkpoint's config may name a file of another machine)."""
+    if pretrained is None or str(pretrained).lower() in ("none", "imagenet"):
+        return
+    if not Path(pretrained).expanduser().is_file():
+        raise DmireidError(f"invalid config: model.pretrained {pretrained!r} is neither imagenet, none nor an "
+                           f"existing weight file")
+
+
+def _check_options(factory, options: dict, key: str, what: str) -> None:
+    """Every key of ``options`` is a keyword the factory accepts (unless it takes **kwargs)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DmireidError(f"invalid config: {key} has unknown option(s) {', '.join(unknown)} for {what} "
+                           f"(known: {', '.join(a for a in accepted if a != 'root') or 'none'})")
+
+
+def _check_registered(cfg: "Config") -> None:
+    from .objectives import OBJECTIVES
+    from .pseudo_labels import LABELERS
+
+    OBJECTIVES.lookup(cfg.method)
+    LABELERS.lookup(cfg.pseudo_labels.labeler)
+    if cfg.model.arch not in ("resnet18", "resnet34", "resnet50"):
+        raise DmireidError(f"model.arch {cfg.model.arch!r} is not one of resnet18, resnet34, resnet50")
+
+
+def validate(cfg: "Config") -> None:
+    """Range and consistency checks, then registry look-ups (after importing ``plugins``)."""
+    for ok, message in _range_checks(cfg):
+        if not ok:
+            raise DmireidError(f"invalid config: {message}")
+    _check_device(cfg.device)
+    import_plugins(cfg.plugins)
+    _check_registered(cfg)

@@ -1,0 +1,127 @@
+"""The package's shape: no import circle (function-level imports included), every module imports,
+no module over 400 lines, inference without the trainer."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dmireid"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imported_names(tree: ast.AST, module: str, is_package: bool):
+    """(target, names) of every import statement outside ``if TYPE_CHECKING:`` blocks."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and is_type_checking(node):
+            skip.update(id(n) for child in node.body for n in ast.walk(child))
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_package else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            yield target, [a.name for a in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = all_modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        for target, names in imported_names(tree, name, path.name == "__init__.py"):
+            if not target or not target.startswith("dmireid"):
+                continue
+            submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            if submodules:
+                graph[name].update(submodules)
+            if len(submodules) < len(names) or not names:
+                if target in modules:
+                    graph[name].add(target)
+        graph[name].discard(name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a"}}) is None
+
+
+def test_relative_imports_resolve():
+    tree = ast.parse("from ..errors import DmireidError\nfrom . import distributed as dist\n")
+    got = list(imported_names(tree, "dmireid.engine.trainer", False))
+    assert got == [("dmireid.errors", ["DmireidError"]), ("dmireid.engine", ["distributed"])]
+
+
+def test_no_import_circle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_no_module_over_400_lines():
+    long = {name: len(p.read_text().splitlines()) for name, p in all_modules().items()}
+    assert {n: c for n, c in long.items() if c > 400} == {}
+
+
+@pytest.mark.parametrize("group", ["dmireid", "dmireid.inference"])
+def test_every_module_imports(group):
+    names = [n for n in all_modules() if (n == group or n.startswith(group + ".")) and n != "dmireid.__main__"]
+    code = "import importlib\nfor n in %r:\n    importlib.import_module(n)\n" % names
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_inference_imports_no_trainer():
+    code = ("import dmireid.inference, sys; "
+            "assert not [m for m in sys.modules if m.startswith('dmireid.engine.trainer')], 'trainer imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
