@@ -284,6 +284,21 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return cfg
 
 
+# (section, name key, options key): a free mapping belongs to the plug-in named beside it
+PLUGIN_OPTIONS = ((None, "method", "objective_options"), ("data", "name", "options"),
+                  ("pseudo_labels", "labeler", "options"))
+
+
+def drop_options_of_replaced_plugins(cfg: Config, overrides: dict[str, Any]) -> None:
+    """An override that names another dataset / labeler / objective drops the preset's options for
+    the old one (``--config smoke data.name=market1501`` must not pass the synthetic options on)."""
+    for section, name_key, options_key in PLUGIN_OPTIONS:
+        values = overrides if section is None else overrides.get(section)
+        target = cfg if section is None else getattr(cfg, section)
+        if isinstance(values, dict) and name_key in values and str(values[name_key]) != getattr(target, name_key):
+            setattr(target, options_key, {})
+
+
 def load_config(config: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> Config:
     """Defaults <- ``base`` dict (e.g. a checkpoint's config) <- YAML preset/file <- ``key=value`` overrides."""
@@ -298,7 +313,9 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
         if not isinstance(values, dict):
             raise DmireidError(f"config file {path}: expected a mapping of keys at the top level")
         _apply(cfg, upgrade_config_dict(values))
-    _apply(cfg, upgrade_config_dict(parse_overrides(overrides or [])))
+    override_values = upgrade_config_dict(parse_overrides(overrides or []))
+    drop_options_of_replaced_plugins(cfg, override_values)
+    _apply(cfg, override_values)
     validate(cfg)
     return cfg
 

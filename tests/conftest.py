@@ -17,3 +17,21 @@ def synthetic_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic")
     return make_synthetic(root / "synth", num_ids=20, num_cameras=3, seed=0, height=64, width=32)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Drop root-logger handlers a test added (the CLI's basicConfig(force=True) binds captured streams)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

@@ -161,7 +161,9 @@ class Trainer(TrainingSession):
     def skip_epoch(self, num_clusters: int) -> None:
         self.empty_epochs += 1
         self.record.update(loss=0.0, skipped=True)
-        message = (f"epoch {self.epoch + 1}: the labeler found {num_clusters} cluster(s) "
+        name = self.cfg.pseudo_labels.labeler
+        found_by = "DBSCAN" if name == "jaccard_dbscan" else f"labeler {name}"
+        message = (f"epoch {self.epoch + 1}: {found_by} found {num_clusters} cluster(s) "
                    f"(pseudo_labels.eps={self.cfg.pseudo_labels.eps}); training skipped this epoch")
         if self.empty_epochs >= self.cfg.train.max_empty_epochs:
             raise DmireidError(f"{message}; stopping after {self.empty_epochs} such epochs "

@@ -1,0 +1,40 @@
+"""A custom objective: Cluster Contrast with label smoothing on the proxy logits.
+
+    dmireid train plugins=[examples/plugins/smoothed_cc.py] method=smoothed_cc objective_options.smoothing=0.1
+"""
+
+import torch
+import torch.nn.functional as F
+
+from dmireid.memory import ClusterProxies, cluster_centroids
+from dmireid.objectives import Objective, register_objective
+
+
+class SmoothedClusterContrast(Objective):
+    """One proxy per cluster (mean update), cross-entropy with label smoothing ``smoothing``."""
+
+    def __init__(self, memory: ClusterProxies, smoothing: float):
+        super().__init__()
+        self.memory, self.smoothing = memory, smoothing
+
+    @classmethod
+    def describe(cls, settings, options, stage):
+        return f"method smoothed_cc: label smoothing {options.get('smoothing', 0.1)}"
+
+    @classmethod
+    def build(cls, context):
+        centroids = cluster_centroids(context.features, context.labels).to(context.device)
+        memory = ClusterProxies(centroids, update="mean", momentum=context.settings.momentum,
+                                temperature=context.settings.temperature)
+        return cls(memory, float(context.options.get("smoothing", 0.1)))
+
+    def loss(self, f, y):
+        loss = F.cross_entropy(self.memory.logits(f), y, ignore_index=-1, label_smoothing=self.smoothing)
+        return loss, {"loss_smoothed": loss}
+
+    @torch.no_grad()
+    def update(self, f, f_momentum, y):
+        self.memory.update(f, y)
+
+
+register_objective("smoothed_cc", SmoothedClusterContrast)
