@@ -50,7 +50,6 @@ class ProgressHook(Hook):
         self.bar, self.start = None, 0.0
 
     def before_epoch(self, trainer):
-        self.start = time.time()
         if self.enabled and dist.is_main() and interactive():
             self.bar = progress_bar(total=self.iters, desc=f"epoch {trainer.epoch + 1}/{self.epochs}", unit="it",
                                     leave=False)
@@ -61,12 +60,14 @@ class ProgressHook(Hook):
             self.bar.update(1)
             if loss is not None and iteration % self.log_every == 0:
                 self.bar.set_postfix(loss=f"{loss:.3f}")
-        elif self.enabled and dist.is_main() and (iteration % self.log_every == 0 or iteration == self.iters):
-            elapsed = time.time() - self.start
-            eta = elapsed / iteration * (self.iters - iteration)
-            log.info("epoch %d/%d iteration %d/%d loss %s %.1f img/s eta %s", trainer.epoch + 1, self.epochs,
-                     iteration, self.iters, f"{loss:.4f}" if loss is not None else "-",
-                     iteration * self.batch_size / max(elapsed, 1e-9), format_seconds(eta))
+        elif self.enabled and dist.is_main():
+            if iteration == 1:  # time from the end of the first step: no data-loader start-up
+                self.start = time.time()
+            elif iteration % self.log_every == 0 or iteration == self.iters:
+                per_iter = (time.time() - self.start) / (iteration - 1)
+                log.info("epoch %d/%d iteration %d/%d loss %s %.1f img/s eta %s", trainer.epoch + 1, self.epochs,
+                         iteration, self.iters, f"{loss:.4f}" if loss is not None else "-",
+                         self.batch_size / max(per_iter, 1e-9), format_seconds(per_iter * (self.iters - iteration)))
 
     def after_epoch(self, trainer):
         if self.bar is not None:

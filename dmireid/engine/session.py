@@ -21,6 +21,7 @@ from ..data import load_dataset
 from ..errors import DmireidError
 from ..evaluation import evaluate
 from ..models import build_model
+from ..run_files import LAST_CHECKPOINT
 from .features import extract_features
 from .state import seed_everything
 
@@ -83,6 +84,8 @@ class TrainingSession:
             torch.cuda.set_device(self.device)
         self.rank, self.world_size = dist.init_distributed(self.device)
         self.amp_dtype = autocast_dtype(self.device, cfg.train.amp, cfg.train.amp_dtype)
+        self.ema = None  # MomentumEncoder θ', when the objective uses one
+        self.epoch = 0  # epochs finished
 
     def prepare(self) -> None:
         """Seed, then data, model, optimiser in that order (the order fixes the initial weights)."""
@@ -164,6 +167,32 @@ class TrainingSession:
         return extract_features(model, samples, cfg.data.height, cfg.data.width, cfg.train.extract_batch_size,
                                 self.device, cfg.data.num_workers, amp=self.extract_amp,
                                 channels_last=self.use_channels_last, progress=self.progress, description=description)
+
+    def handle_unreadable_batch(self, bad_index: torch.Tensor) -> None:
+        path = self.dataset.train[int(bad_index[0])][0]
+        if self.cfg.data.corrupt_images == "stop":
+            raise DmireidError(f"unreadable training image {path} (data.corrupt_images=skip leaves such images out)")
+        log.warning("skipping %d unreadable image(s) in a batch, e.g. %s", len(bad_index), path)
+
+    def check_finite(self, loss: torch.Tensor, iteration: int) -> None:
+        """Stop before a non-finite loss reaches the weights or the memories (one scalar sync)."""
+        if not bool(torch.isfinite(loss.detach())):
+            raise DmireidError(f"loss became {float(loss)} at epoch {self.epoch + 1} iteration {iteration + 1}; "
+                               f"stopped, the last good checkpoint {self.run_dir / LAST_CHECKPOINT} is kept "
+                               f"(try a lower train.lr)")
+
+    def evaluate_encoders(self) -> dict[str, float]:
+        """mAP / rank-k of θ and (when present) θ' on query+gallery (empty without a query set)."""
+        if not self.dataset.query:
+            return {}
+        out = {}
+        encoders = [("", self.unwrapped)] + ([("_ema", self.ema.module)] if self.ema is not None else [])
+        for suffix, model in encoders:
+            metrics = evaluate_model(model, self.dataset, self.cfg, self.device, progress=self.progress,
+                                     amp=self.extract_amp, channels_last=self.use_channels_last)
+            if metrics is not None:
+                out.update({f"{k}{suffix}": v for k, v in metrics.items()})
+        return out
 
     def log_choices(self, objective: str) -> None:
         if not dist.is_main():

@@ -51,12 +51,10 @@ class Trainer(TrainingSession):
                                      k2=cfg.pseudo_labels.k2, eps=cfg.pseudo_labels.eps,
                                      min_samples=cfg.pseudo_labels.min_samples,
                                      knn_backend=cfg.pseudo_labels.knn_backend, progress=progress)
-        self.epoch = 0  # epochs finished
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "encoder": ""}
         self.empty_epochs = 0
         self.record: dict[str, Any] = {}
         self.last_logged_loss: float | None = None
-        self.ema: MomentumEncoder | None = None
         self.objective = None  # this epoch's objective (memories + loss)
         self.hooks = hooks if hooks is not None else self.default_hooks()
 
@@ -249,19 +247,6 @@ class Trainer(TrainingSession):
         self.record.update({k: float(v) / len(losses) for k, v in terms_sum.items()})
         self.record["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
 
-    def handle_unreadable_batch(self, bad_index: torch.Tensor) -> None:
-        path = self.dataset.train[int(bad_index[0])][0]
-        if self.cfg.data.corrupt_images == "stop":
-            raise DmireidError(f"unreadable training image {path} (data.corrupt_images=skip leaves such images out)")
-        log.warning("skipping %d unreadable image(s) in a batch, e.g. %s", len(bad_index), path)
-
-    def check_finite(self, loss: torch.Tensor, iteration: int) -> None:
-        """Stop before a non-finite loss reaches the weights or the memories (one scalar sync)."""
-        if not bool(torch.isfinite(loss.detach())):
-            raise DmireidError(f"loss became {float(loss)} at epoch {self.epoch + 1} iteration {iteration + 1}; "
-                               f"stopped, the last good checkpoint {self.run_dir / LAST_CHECKPOINT} is kept "
-                               f"(try a lower train.lr)")
-
     def step(self, images: torch.Tensor, y: torch.Tensor, iteration: int):
         """One optimisation step; returns (loss, {term: value}) as device tensors."""
         with self.autocast():
@@ -284,20 +269,6 @@ class Trainer(TrainingSession):
             if self.ema is not None:
                 self.ema.update(self.unwrapped)
         return loss, terms
-
-    # ----------------------------------------------------------------------------- evaluation
-    def evaluate_encoders(self) -> dict[str, float]:
-        """mAP / rank-k of θ and (when present) θ' on query+gallery (empty without a query set)."""
-        if not self.dataset.query:
-            return {}
-        out = {}
-        encoders = [("", self.unwrapped)] + ([("_ema", self.ema.module)] if self.ema is not None else [])
-        for suffix, model in encoders:
-            metrics = evaluate_model(model, self.dataset, self.cfg, self.device, progress=self.progress,
-                                     amp=self.extract_amp, channels_last=self.use_channels_last)
-            if metrics is not None:
-                out.update({f"{k}{suffix}": v for k, v in metrics.items()})
-        return out
 
     def results(self) -> dict[str, Any]:
         """Final metrics: the last epoch's record plus the best-on-test epoch (labelled as such)."""
