@@ -200,17 +200,16 @@ def _ce(P, f, y):
     return F.cross_entropy(f @ P.t() / TAU, y)
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.2, 100.0])
-def test_dcp_loss_formula_by_hand(margin):
+@pytest.mark.parametrize("margins", [(0.0, 0.0), (0.2, 0.0), (100.0, 0.0), (0.0, 0.3), (0.2, 0.3)])
+def test_dcp_loss_formula_by_hand(margins):
     f, y = kblock_batch(seed=13)
-    dcp = DiscrepantProxies(unit(C, D, seed=14), momentum=MOM, temperature=TAU, margin=margin)
+    dcp = DiscrepantProxies(unit(C, D, seed=14), momentum=MOM, temperature=TAU, margins=margins)
+    assert dcp.margins == margins
     dcp.update(unit(len(y), D, seed=15), y)  # make the sets differ
     P_hard, P_mean = dcp.sets[0].proxies, dcp.sets[1].proxies
     ce_hard, ce_mean = _ce(P_hard, f, y), _ce(P_mean, f, y)
-    if margin == 0:
-        expected = (ce_hard + ce_mean) / 2
-    else:
-        expected = 0.5 * (ce_mean + torch.clamp(ce_hard - margin, min=0))
+    m1, m2 = margins
+    expected = 0.5 * (torch.clamp(ce_hard - m1, min=0) + torch.clamp(ce_mean - m2, min=0))
     f = f.clone().requires_grad_(True)
     loss = dcp.loss(f, y)
     torch.testing.assert_close(loss, expected)
@@ -221,13 +220,54 @@ def test_dcp_loss_formula_by_hand(margin):
     assert all(not s.proxies.requires_grad for s in dcp.sets)
 
 
-def test_dcp_margin_other_lists_hinges_hard_sets_only():
+def test_dcp_margin_on_the_first_set_whatever_its_rule():
+    """The peer's MSMT17 branch: sets [sequential, mean], margin 0.2 on the sequential set."""
+    f, y = kblock_batch(seed=18)
+    P0 = unit(C, D, seed=19)
+    dcp = DiscrepantProxies(P0, updates=("sequential", "mean"), margins=(0.2, 0.0))
+    dcp.update(unit(len(y), D, seed=20), y)
+    ce_seq, ce_mean = _ce(dcp.sets[0].proxies, f, y), _ce(dcp.sets[1].proxies, f, y)
+    torch.testing.assert_close(dcp.loss(f, y), 0.5 * (ce_mean + torch.clamp(ce_seq - 0.2, min=0)))
+    assert "margins=[0.2, 0.0]" in repr(dcp)
+
+
+def test_dcp_deprecated_margin_hinges_hard_sets_only():
     f, y = kblock_batch(seed=16)
     P0 = unit(C, D, seed=17)
-    dcp = DiscrepantProxies(P0, updates=("hard", "sequential", "hard"), margin=0.5)
+    with pytest.warns(DeprecationWarning, match="margins"):
+        dcp = DiscrepantProxies(P0, updates=("hard", "sequential", "hard"), margin=0.5)
+    assert dcp.margins == (0.5, 0.0, 0.5)
     ce = _ce(P0, f, y)
     expected = (2 * torch.clamp(ce - 0.5, min=0) + ce) / 3
     torch.testing.assert_close(dcp.loss(f, y), expected)
+    with pytest.warns(DeprecationWarning):
+        plain = DiscrepantProxies(P0, updates=("sequential", "mean"), margin=0.5)  # no hard set: no hinge
+    assert plain.margins == (0.0, 0.0)
+
+
+def test_dcp_margins_zero_is_todays_loss_bit_for_bit():
+    f, y = uneven_batch(seed=21)
+    P0 = unit(C, D, seed=22)
+    new = DiscrepantProxies(P0, margins=[0.0, 0.0])
+    default = DiscrepantProxies(P0)
+    old_formula = torch.stack([s.loss(f, y) for s in default.sets]).mean()
+    assert torch.equal(new.loss(f, y), old_formula) and torch.equal(default.loss(f, y), old_formula)
+    assert default.margins == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(margins=(0.2,)), "1 value.*2 set"),
+    (dict(margins=(0.2, 0.0, 0.0)), "3 value.*2 set"),
+    (dict(margins=(0.2, -0.1)), ">= 0"),
+    (dict(margins=(float("nan"), 0.0)), ">= 0"),
+    (dict(margins=0.2), "list of numbers"),
+    (dict(margins="0.2"), "list of numbers"),
+    (dict(margins=(0.2, 0.0), margin=0.2), "not both"),
+])
+def test_dcp_margins_errors(kwargs, match):
+    with pytest.raises(DmireidError, match=match) as info:
+        DiscrepantProxies(unit(C, D), updates=("hard", "mean"), **kwargs)
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------------- MIP
@@ -371,6 +411,38 @@ def test_momentum_encoder_unwraps_dataparallel_and_alpha_edges():
         net[0].weight.add_(1)
     frozen.update(net)
     assert torch.equal(frozen.module[0].weight, w)
+
+
+def test_momentum_encoder_parameters_only_leaves_buffers_to_its_own_forwards():
+    net = _small_net()
+    ema = MomentumEncoder(net, alpha=0.9, buffers=False)
+    assert "buffers=False" in repr(ema)
+    net.train()
+    net(torch.randn(8, 6))  # θ's BN buffers move; θ''s must not follow them
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    ema.update(net)
+    after = ema.module.state_dict()
+    params = {name for name, _ in net.named_parameters()}
+    for key, src in net.state_dict().items():
+        if key in params:
+            torch.testing.assert_close(after[key], 0.9 * before[key] + 0.1 * src)
+        else:
+            assert torch.equal(after[key], before[key]), key
+    # its own train-mode forward moves its running statistics and its counter, eval does not
+    x = torch.randn(8, 6)
+    ema.embed(x, mode="eval")
+    assert not ema.module.training and torch.equal(ema.module.state_dict()["1.running_mean"], before["1.running_mean"])
+    out = ema.embed(x, mode="train")
+    assert ema.module.training and not out.requires_grad
+    h = ema.module[0](x)
+    torch.testing.assert_close(ema.module.state_dict()["1.running_mean"],
+                               0.9 * before["1.running_mean"] + 0.1 * h.mean(0))
+    assert int(ema.module.state_dict()["1.num_batches_tracked"]) == 1
+    with pytest.raises(DmireidError, match="memory.ema_forward"):
+        ema.embed(x, mode="training")
 
 
 # ------------------------------------------------------------------------------- state_dict

@@ -8,6 +8,7 @@ losses are computed in float32 with autocast disabled (B×C×d is small).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -145,19 +146,24 @@ class DiscrepantProxies(nn.Module):
     """M proxy sets (``.sets``, an nn.ModuleList of :class:`ClusterProxies`), all initialised with
     the centroids, each with its own update rule (default [hard, mean]).
 
-    loss = (1/M) Σ_m CE(f·P_mᵀ/τ, y). With ``margin > 0`` every ``hard`` set's term becomes
-    max(0, CE_hard - margin) before the average; for [hard, mean] this is the unofficial recipe
-    0.5·(CE_mean + max(0, CE_hard - margin)).
+    loss = (1/M) Σ_m max(0, CE_m - margin_m), CE_m = CE(f·P_mᵀ/τ, y), one margin per set in
+    ``updates`` order (margin 0 = the plain CE term, no hinge). The unofficial DMI code
+    (Trangle12/DCMIP ``ClusterMemory.forward``) is ``updates=(hard|sequential, mean)``,
+    ``margins=(0.2, 0.0)``: 0.5·(CE_mean + max(0, CE_first - 0.2)).
+
+    ``margin=`` (deprecated, the old keyword) puts that margin on every ``hard`` set and 0 on
+    the others; it cannot be combined with ``margins``.
     """
 
     def __init__(self, centroids: torch.Tensor, updates: Sequence[str] = ("hard", "mean"),
-                 momentum: float = 0.1, temperature: float = 0.05, margin: float = 0.0):
+                 momentum: float = 0.1, temperature: float = 0.05, margins: Sequence[float] | None = None,
+                 *, margin: float | None = None):
         super().__init__()
         updates = tuple(updates)
         if not updates:
             raise DmireidError("memory.dcp_updates must name at least one rule")
         self.updates = tuple(_check_rule(u) for u in updates)
-        self.margin = float(margin)
+        self.margins = _margins_per_set(self.updates, margins, margin)
         self.sets = nn.ModuleList(ClusterProxies(centroids, u, momentum, temperature) for u in self.updates)
 
     @property
@@ -165,7 +171,7 @@ class DiscrepantProxies(nn.Module):
         return self.sets[0].num_clusters
 
     def extra_repr(self) -> str:
-        return f"updates={list(self.updates)}, margin={self.margin}"
+        return f"updates={list(self.updates)}, margins={list(self.margins)}"
 
     def loss_terms(self, f: torch.Tensor, y) -> list[torch.Tensor]:
         """Raw cross-entropy of each set (before any margin), in ``updates`` order."""
@@ -175,8 +181,7 @@ class DiscrepantProxies(nn.Module):
     def loss(self, f: torch.Tensor, y) -> torch.Tensor:
         """Scalar L_DCP (see the class docstring); gradient to f only."""
         terms = self.loss_terms(f, y)
-        if self.margin > 0:
-            terms = [F.relu(t - self.margin) if rule == "hard" else t for t, rule in zip(terms, self.updates)]
+        terms = [F.relu(t - m) if m > 0 else t for t, m in zip(terms, self.margins)]
         return torch.stack(terms).mean()
 
     @torch.no_grad()
@@ -185,3 +190,29 @@ class DiscrepantProxies(nn.Module):
         groups = group_batch(as_labels(y, f.device), self.num_clusters)
         for s in self.sets:
             s.update(f, y, groups=groups)
+
+
+def _margins_per_set(updates: tuple[str, ...], margins, margin) -> tuple[float, ...]:
+    """One non-negative margin per set; ``margin`` (deprecated) applies to the ``hard`` sets."""
+    if margin is not None:
+        if margins is not None:
+            raise DmireidError("DiscrepantProxies: give margins (one per set) or the deprecated margin, not both")
+        warnings.warn("DiscrepantProxies(margin=...) is deprecated: use margins=[one per set] "
+                      "(margin applies to the hard sets only)", DeprecationWarning, stacklevel=3)
+        margins = [float(margin) if u == "hard" else 0.0 for u in updates]
+    if margins is None:
+        return (0.0,) * len(updates)
+    try:
+        if isinstance(margins, (str, bytes)):
+            raise TypeError
+        values = tuple(float(m) for m in margins)
+    except (TypeError, ValueError):
+        raise DmireidError(f"memory.dcp_margins must be a list of numbers, one per DCP set, "
+                           f"got {margins!r}") from None
+    if len(values) != len(updates):
+        raise DmireidError(f"memory.dcp_margins has {len(values)} value(s) but memory.dcp_updates has "
+                           f"{len(updates)} set(s) {list(updates)}: give one margin per set")
+    bad = [m for m in values if not m >= 0]  # also catches NaN
+    if bad:
+        raise DmireidError(f"memory.dcp_margins must be >= 0, got {list(values)}")
+    return values
