@@ -59,9 +59,9 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (len(mem.dcp_updates) >= 1, "memory.dcp_updates must name at least one rule"),
         (all(r in UPDATE_RULES for r in mem.dcp_updates),
          f"memory.dcp_updates {mem.dcp_updates} may only hold {', '.join(UPDATE_RULES)}"),
-        (len(mem.dcp_margins) == len(mem.dcp_updates),
-         f"memory.dcp_margins has {len(mem.dcp_margins)} value(s) but memory.dcp_updates names "
-         f"{len(mem.dcp_updates)} set(s): give one margin per set"),
+        (len(mem.dcp_margins) <= len(mem.dcp_updates),
+         f"memory.dcp_margins has {len(mem.dcp_margins)} value(s) but memory.dcp_updates names only "
+         f"{len(mem.dcp_updates)} set(s): give at most one margin per set"),
         (all(x >= 0 for x in mem.dcp_margins), "memory.dcp_margins must be >= 0"),
         (0 <= mem.momentum < 1, "memory.momentum must be in [0, 1)"),
         (0 <= mem.ema_momentum < 1, "memory.ema_momentum must be in [0, 1)"),
@@ -117,8 +117,16 @@ def _check_registered(cfg: "Config") -> None:
         raise DmireidError(f"model.arch {cfg.model.arch!r} is not one of resnet18, resnet34, resnet50")
 
 
+def complete(cfg: "Config") -> None:
+    """Fill what a shorter setting implies: sets without a margin in ``memory.dcp_margins`` get 0."""
+    missing = len(cfg.memory.dcp_updates) - len(cfg.memory.dcp_margins)
+    if missing > 0:
+        cfg.memory.dcp_margins = [*cfg.memory.dcp_margins, *[0.0] * missing]
+
+
 def validate(cfg: "Config") -> None:
     """Range and consistency checks, then registry look-ups (after importing ``plugins``)."""
+    complete(cfg)
     for ok, message in _range_checks(cfg):
         if not ok:
             raise DmireidError(f"invalid config: {message}")

@@ -48,7 +48,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("overrides, fragment", [
     (["train.epoch=3"], "unknown config key 'train.epoch'"),
     (["trian.epochs=3"], "unknown config key 'trian'"),
-    (["method=spcl"], "config key method: 'spcl' is not one of cc, dmi"),
+    (["method=spcl"], "method 'spcl' is not a registered objective (known: cc, dmi"),
     (["train.epochs=three"], "config key train.epochs: expected int"),
     (["train.epochs=0"], "train.epochs must be >= 1"),
     (["memory.dcp_updates=[hard,median]"], "memory.dcp_updates"),

@@ -16,11 +16,14 @@ DRIVER = textwrap.dedent('''
 
     class Dump(Hook):
         def __init__(self):
-            self.epochs = []
+            self.epochs, self.labels = [], None
+        def after_pseudo_labels(self, trainer, labels):
+            self.labels = torch.from_numpy(labels.copy())
         def after_epoch(self, trainer):
-            self.epochs.append({"labels": torch.from_numpy(trainer.current_labels.copy()),
-                                "memory": {k: v.cpu().clone() for k, v in trainer.memory.state_dict().items()},
-                                "mip": {k: v.cpu().clone() for k, v in trainer.mip.state_dict().items()}})
+            objective = trainer.objective
+            self.epochs.append({"labels": self.labels,
+                                "memory": {k: v.cpu().clone() for k, v in objective.dcp.state_dict().items()},
+                                "mip": {k: v.cpu().clone() for k, v in objective.mip.state_dict().items()}})
 
     out, *overrides = sys.argv[1:]
     torch.set_num_threads(1)

@@ -46,11 +46,9 @@ class Trainer(TrainingSession):
 
     def __init__(self, cfg: Config, hooks: list[Hook] | None = None, progress: bool = True):
         super().__init__(cfg, progress)
-        self.objective_class = get_objective(cfg.method)
-        self.labeler = build_labeler(cfg.pseudo_labels.labeler, cfg.pseudo_labels.options, k1=cfg.pseudo_labels.k1,
-                                     k2=cfg.pseudo_labels.k2, eps=cfg.pseudo_labels.eps,
-                                     min_samples=cfg.pseudo_labels.min_samples,
-                                     knn_backend=cfg.pseudo_labels.knn_backend, progress=progress)
+        self.objective_class, pl = get_objective(cfg.method), cfg.pseudo_labels
+        self.labeler = build_labeler(pl.labeler, pl.options, k1=pl.k1, k2=pl.k2, eps=pl.eps, min_samples=pl.min_samples,
+                                     knn_backend=pl.knn_backend, progress=progress)
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "encoder": ""}
         self.empty_epochs = 0
         self.record: dict[str, Any] = {}
@@ -71,6 +69,9 @@ class Trainer(TrainingSession):
         t = self.cfg.train
         return 1 if t.schedule == "two_stage" and epoch < t.stage1_epochs else 2
 
+    def momentum_encoder(self) -> MomentumEncoder:  # θ': EMA of parameters (and BN buffers if ema_buffers)
+        return MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum, buffers=self.cfg.memory.ema_buffers)
+
     def uses_momentum_encoder(self, epoch: int) -> bool:
         return self.objective_class.uses_momentum_encoder(self.cfg.memory, self.cfg.objective_options,
                                                           self.stage(epoch))
@@ -79,7 +80,7 @@ class Trainer(TrainingSession):
     def setup(self, resume_from: Path | None = None) -> None:
         self.prepare()
         if self.uses_momentum_encoder(0):
-            self.ema = MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum)
+            self.ema = self.momentum_encoder()
         checkpoint = resume_from or (self.run_dir / LAST_CHECKPOINT)
         if checkpoint.exists():
             self.resume(checkpoint)
@@ -94,7 +95,7 @@ class Trainer(TrainingSession):
         self.unwrapped.load_state_dict(state["model"])
         if state.get("ema_model") is not None:
             if self.ema is None:
-                self.ema = MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum)
+                self.ema = self.momentum_encoder()
             self.ema.module.load_state_dict(state["ema_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -179,7 +180,7 @@ class Trainer(TrainingSession):
             log.info("stage 2: starting from the last stage-1 weights")
         self.optimizer, self.scheduler = self.make_optimizer()
         if self.uses_momentum_encoder(self.epoch):
-            self.ema = MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum)
+            self.ema = self.momentum_encoder()
 
     # ----------------------------------------------------------------------------- pseudo labels
     def pseudo_labels(self, features: torch.Tensor, ok: np.ndarray) -> np.ndarray:
@@ -267,6 +268,8 @@ class Trainer(TrainingSession):
             fm_all = dist.all_gather_uneven(f_momentum) if f_momentum is not None else None
             self.objective.update(f_all, fm_all, y_all)
             if self.ema is not None:
+                if f_momentum is not None and self.ema.module.training:
+                    dist.average_buffers(self.ema.module)  # θ''s own train-mode BN statistics, as θ's
                 self.ema.update(self.unwrapped)
         return loss, terms
 

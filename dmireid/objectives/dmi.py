@@ -47,7 +47,7 @@ class DMI(Objective):
         s = context.settings
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         dcp = DiscrepantProxies(centroids, updates=tuple(s.dcp_updates), momentum=s.momentum,
-                                temperature=s.temperature, margin=max(s.dcp_margins))  # TEMP: margins= once memory lands
+                                temperature=s.temperature, margins=tuple(s.dcp_margins))
         if context.stage != 2:
             return cls(dcp)
         generator = torch.Generator(device=context.device).manual_seed(context.seed)
