@@ -67,6 +67,13 @@ def warn_without_pretrained(cfg: Config) -> None:
                     "ImageNet weights (model.pretrained=imagenet or a weight file)", cfg.data.name)
 
 
+def warn_frozen_momentum_statistics(cfg: Config) -> None:
+    """θ' with neither buffer EMA nor train-mode forwards keeps its BN statistics of the stage-2 start."""
+    if not cfg.memory.ema_buffers and cfg.memory.ema_forward == "eval":
+        log.warning("memory.ema_buffers=false with memory.ema_forward=eval: the momentum encoder's BN running "
+                    "statistics never change (set ema_forward=train or ema_buffers=true)")
+
+
 def dataset_options(cfg: Config) -> dict[str, Any]:
     """The dataset loader's options (``cfg.data.options``)."""
     return dict(cfg.data.options)
@@ -103,6 +110,7 @@ class TrainingSession:
                 raise DmireidError(f"output_dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from None
         check_pretrained_file(cfg.model.pretrained)
         warn_without_pretrained(cfg)
+        warn_frozen_momentum_statistics(cfg)
         self.dataset = self.load_data()
         self.model = initial_model(cfg).to(self.device)
         if self.use_channels_last:

@@ -265,7 +265,7 @@ class Trainer(TrainingSession):
         with torch.no_grad():
             dist.average_buffers(self.unwrapped)
             f_all, y_all = dist.all_gather_uneven(f.detach()), dist.all_gather_uneven(y)
-            fm_all = dist.all_gather_uneven(f_momentum) if f_momentum is not None else None
+            fm_all = dist.all_gather_uneven(f_momentum) if f_momentum is not None and self.objective.needs_momentum_features else None
             self.objective.update(f_all, fm_all, y_all)
             if self.ema is not None:
                 if f_momentum is not None and self.ema.module.training:
