@@ -93,6 +93,10 @@ class TrainingSession:
         self.amp_dtype = autocast_dtype(self.device, cfg.train.amp, cfg.train.amp_dtype)
         self.ema = None  # MomentumEncoder θ', when the objective uses one
         self.epoch = 0  # epochs finished
+        self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "encoder": ""}  # best on test (labelled as such)
+        self.empty_epochs = 0  # consecutive epochs without clusters
+        self.record: dict[str, Any] = {}  # this epoch's metrics
+        self.last_logged_loss: float | None = None
 
     def prepare(self) -> None:
         """Seed, then data, model, optimiser in that order (the order fixes the initial weights)."""
@@ -201,6 +205,10 @@ class TrainingSession:
             if metrics is not None:
                 out.update({f"{k}{suffix}": v for k, v in metrics.items()})
         return out
+
+    def results(self) -> dict[str, Any]:
+        """Final metrics: the last epoch's record plus the best-on-test epoch (labelled as such)."""
+        return {"last": dict(self.record), "best_on_test": dict(self.best), "run_dir": str(self.run_dir)}
 
     def log_choices(self, objective: str) -> None:
         if not dist.is_main():

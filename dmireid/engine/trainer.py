@@ -33,7 +33,8 @@ from ..pseudo_labels import build_labeler, label_quality
 from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
 from .loader import train_loader
-from .session import TrainingSession, build_model_from_config, dataset_options, evaluate_model, resolve_device  # noqa: F401
+from .session import (TrainingSession, build_model_from_config, dataset_options, evaluate_model,  # noqa: F401
+                      resolve_device)
 from .state import check_resumable, epoch_seed, seed_everything
 
 log = logging.getLogger("dmireid.train")
@@ -49,10 +50,6 @@ class Trainer(TrainingSession):
         self.objective_class, pl = get_objective(cfg.method), cfg.pseudo_labels
         self.labeler = build_labeler(pl.labeler, pl.options, k1=pl.k1, k2=pl.k2, eps=pl.eps, min_samples=pl.min_samples,
                                      knn_backend=pl.knn_backend, progress=progress)
-        self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "encoder": ""}
-        self.empty_epochs = 0
-        self.record: dict[str, Any] = {}
-        self.last_logged_loss: float | None = None
         self.objective = None  # this epoch's objective (memories + loss)
         self.hooks = hooks if hooks is not None else self.default_hooks()
 
@@ -70,7 +67,8 @@ class Trainer(TrainingSession):
         return 1 if t.schedule == "two_stage" and epoch < t.stage1_epochs else 2
 
     def momentum_encoder(self) -> MomentumEncoder:  # θ': EMA of parameters (and BN buffers if ema_buffers)
-        return MomentumEncoder(self.unwrapped, alpha=self.cfg.memory.ema_momentum, buffers=self.cfg.memory.ema_buffers)
+        m = self.cfg.memory
+        return MomentumEncoder(self.unwrapped, alpha=m.ema_momentum, buffers=m.ema_buffers)
 
     def uses_momentum_encoder(self, epoch: int) -> bool:
         return self.objective_class.uses_momentum_encoder(self.cfg.memory, self.cfg.objective_options,
@@ -265,17 +263,14 @@ class Trainer(TrainingSession):
         with torch.no_grad():
             dist.average_buffers(self.unwrapped)
             f_all, y_all = dist.all_gather_uneven(f.detach()), dist.all_gather_uneven(y)
-            fm_all = dist.all_gather_uneven(f_momentum) if f_momentum is not None and self.objective.needs_momentum_features else None
+            gather_fm = f_momentum is not None and self.objective.needs_momentum_features
+            fm_all = dist.all_gather_uneven(f_momentum) if gather_fm else None
             self.objective.update(f_all, fm_all, y_all)
             if self.ema is not None:
                 if f_momentum is not None and self.ema.module.training:
                     dist.average_buffers(self.ema.module)  # θ''s own train-mode BN statistics, as θ's
                 self.ema.update(self.unwrapped)
         return loss, terms
-
-    def results(self) -> dict[str, Any]:
-        """Final metrics: the last epoch's record plus the best-on-test epoch (labelled as such)."""
-        return {"last": dict(self.record), "best_on_test": dict(self.best), "run_dir": str(self.run_dir)}
 
 
 def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
