@@ -46,7 +46,8 @@ def test_veri_samples_cameras_and_ids(tmp_path, alias):
 def test_veri_release_counts(tmp_path):
     """576 train ids, 200 test ids (query ids = gallery ids), 20 cameras, as in the release."""
     root = tmp_path / "VeRi"
-    train = [f"{pid:04d}_c{(pid * 7 + k) % 20 + 1:03d}_{pid * 10 + k:08d}_0.jpg" for pid in range(1, 577) for k in (0, 1)]
+    train = [f"{pid:04d}_c{(pid * 7 + k) % 20 + 1:03d}_{pid * 10 + k:08d}_0.jpg"
+             for pid in range(1, 577) for k in (0, 1)]
     test_ids = range(577, 777)
     query = [f"{pid:04d}_c{pid % 20 + 1:03d}_{pid:08d}_0.jpg" for pid in test_ids]
     gallery = [f"{pid:04d}_c{(pid + k) % 20 + 1:03d}_{pid * 3 + k:08d}_1.jpg" for pid in test_ids for k in (1, 2, 3)]
