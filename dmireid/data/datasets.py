@@ -1,9 +1,9 @@
-"""Dataset folders -> sorted lists of ``(path, pid, camid)`` samples (spec §5).
+"""The built-in dataset loaders: dataset folders -> sorted lists of ``(path, pid, camid)`` (spec §5).
 
 Loading checks the folder layout and the file names only; it never decodes pixels (see
-:func:`dmireid.data.images.check_images`). Names are parsed from the *basename* only, so a parent
-folder called ``x_c1s1`` cannot change an id. Every malformed input raises :class:`DmireidError`
-with one line naming the path and what was expected.
+:func:`dmireid.data.images.check_images`). Each loader is registered under its name next to its
+definition (:func:`dmireid.data.register_dataset`); every malformed input raises
+:class:`DmireidError` with one line naming the path and what was expected.
 
     ds = load_dataset("market1501", "/data")   # /data/Market-1501-v15.09.15 or the folder itself
     print(ds.statistics_table())
@@ -11,153 +11,77 @@ with one line naming the path and what was expected.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DmireidError
+from .catalog import register_dataset
+from .market_layout import (MARKET_SPLITS, MarketNaming, check_camera, find_root, list_images,
+                            load_market_layout)
+from .samples import ReIDDataset, Sample
 
-log = logging.getLogger(__name__)
+MARKET_SUBS = tuple(MARKET_SPLITS.values())
 
-Sample = tuple[str, int, int]  # (path, pid, camid); camid = camera number - 1
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+# --------------------------------------------------------------------------------------------
+# Market layout: Market-1501, DukeMTMC-reID, PersonX, VeRi-776
 
 
-@dataclass
-class ReIDDataset:
-    """Train / query / gallery sample lists of one dataset (each sorted by path)."""
+@register_dataset("market1501")
+def load_market1501(root) -> ReIDDataset:
+    """Market-1501: 751 / 750 ids, 6 cameras; pid 0 = distractor, -1 = junk."""
+    root = find_root(root, MARKET_SUBS, ("Market-1501-v15.09.15", "Market-1501", "market1501"), "Market-1501")
+    return load_market_layout(root, "market1501", MarketNaming("Market-1501", "0002_c1s1_000451_03.jpg", 6))
 
-    name: str
-    root: str
-    train: list[Sample] = field(default_factory=list)
-    query: list[Sample] = field(default_factory=list)
-    gallery: list[Sample] = field(default_factory=list)
 
-    def split_stats(self, split: str) -> tuple[int, int, int]:
-        """(# ids, # images, # cameras) of ``split``; ids count pid >= 0 (distractor 0 included)."""
-        samples = getattr(self, split)
-        pids = {pid for _, pid, _ in samples if pid >= 0}
-        return len(pids), len(samples), len({cam for _, _, cam in samples})
+@register_dataset("dukemtmcreid")
+def load_dukemtmcreid(root) -> ReIDDataset:
+    """DukeMTMC-reID: 702 / 702 (+408 distractor) ids, 8 cameras."""
+    root = find_root(root, MARKET_SUBS, ("DukeMTMC-reID",), "DukeMTMC-reID")
+    return load_market_layout(root, "dukemtmcreid", MarketNaming("DukeMTMC-reID", "0001_c2_f0046182.jpg", 8))
 
-    @property
-    def num_train_ids(self) -> int:
-        return self.split_stats("train")[0]
 
-    @property
-    def num_cameras(self) -> int:
-        """Cameras over all splits (max camid + 1)."""
-        cams = [cam for split in (self.train, self.query, self.gallery) for _, _, cam in split]
-        return max(cams) + 1 if cams else 0
+PERSONX_CAMERAS = (3, 4, 8, 10, 11, 12)  # the camera numbers of the released subset, camid 0..5
 
-    def statistics_table(self) -> str:
-        """The usual table: subset | # ids | # images | # cameras, for train/query/gallery."""
-        lines = [f"{self.name} ({self.root})",
-                 "  subset   | # ids | # images | # cameras",
-                 "  ---------+-------+----------+----------"]
-        for split in ("train", "query", "gallery"):
-            ids, images, cams = self.split_stats(split)
-            lines.append(f"  {split:<8} | {ids:5d} | {images:8d} | {cams:9d}")
-        return "\n".join(lines)
+
+@register_dataset("personx")
+def load_personx(root) -> ReIDDataset:
+    """PersonX (the synthetic set in the Cluster Contrast / SpCL release): Market layout under
+    ``PersonX/``; 1,266 ids, 9,840 train / 5,136 query / 30,816 gallery images, 6 cameras
+    numbered c3, c4, c8, c10, c11, c12 in the file names (camid 0..5 in that order). Only the
+    ``<pid>_c<camera>`` prefix of a name is read; every pid >= 0 is a person (-1 = junk)."""
+    root = find_root(root, MARKET_SUBS, ("PersonX", "personx"), "PersonX")
+    naming = MarketNaming("PersonX", "0001_c3_0001.jpg", PERSONX_CAMERAS, pid0_distractor=False)
+    return load_market_layout(root, "personx", naming)
+
+
+VERI_SPLITS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}
+
+
+@register_dataset("veri776")
+def load_veri776(root) -> ReIDDataset:
+    """VeRi-776 (vehicles): ``image_train``, ``image_query``, ``image_test`` under ``VeRi/``;
+    names ``<pid>_c<camera>_<frame>_<n>.jpg`` (e.g. 0001_c001_00016450_0.jpg), camid = camera - 1.
+    576 ids / 37,778 train images, 200 ids / 1,678 query / 11,579 gallery images, 20 cameras.
+    Ids are kept as in the names (0..776; 0 is a real id, -1 = junk, dropped)."""
+    root = find_root(root, tuple(VERI_SPLITS.values()), ("VeRi", "VeRi-776", "VeRi776", "veri", "veri776"),
+                     "VeRi-776")
+    naming = MarketNaming("VeRi-776", "0001_c001_00016450_0.jpg", 20, pid0_distractor=False, max_pid=776)
+    return load_market_layout(root, "veri776", naming, VERI_SPLITS)
 
 
 # --------------------------------------------------------------------------------------------
-# helpers
+# custom folders
 
 
-def _list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (sorted by path string); raises if there are none."""
-    if not folder.is_dir():
-        raise DmireidError(f"{folder}: expected a folder of images")
-    try:
-        if recursive:
-            files = [Path(d) / f for d, _, names in os.walk(folder) for f in names]
-        else:
-            files = [Path(e.path) for e in os.scandir(folder) if e.is_file()]
-    except OSError as exc:
-        raise DmireidError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
-    images = sorted((p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS), key=str)
-    if not images:
-        raise DmireidError(f"{folder}: no images found (expected {', '.join(IMAGE_EXTENSIONS)} files)")
-    return images
-
-
-def _find_root(root, subs: tuple[str, ...], aliases: tuple[str, ...], label: str) -> Path:
-    """``root`` itself or ``root/<alias>`` holding every entry of ``subs``."""
-    root = Path(root).expanduser().absolute()
-    if not root.is_dir():
-        raise DmireidError(f"dataset folder {root} does not exist")
-    for cand in (root, *(root / a for a in aliases)):
-        if all((cand / s).exists() for s in subs):
-            return cand
-    present = [s for s in subs if (root / s).exists()]
-    where = f" (here or in a sub-folder named {', '.join(aliases)})" if aliases else ""
-    if present:
-        missing = ", ".join(s for s in subs if s not in present)
-        raise DmireidError(f"{root}: missing {missing} for {label} (expected {', '.join(subs)}{where})")
-    raise DmireidError(f"{root}: not a {label} folder (expected {', '.join(subs)}{where})")
-
-
-def _check_camera(path, cam: int, num_cams: int | None, label: str) -> int:
-    """Camera number (1-based) -> camid, checking the range."""
-    if cam < 1 or (num_cams is not None and cam > num_cams):
-        expected = f"1..{num_cams}" if num_cams is not None else "numbers start at 1"
-        raise DmireidError(f"{path}: camera {cam} out of range ({expected}) for {label}")
-    return cam - 1
-
-
-def _parse_market_dir(folder: Path, split: str, num_cams: int | None, label: str,
-                      example: str, pid0_distractor: bool = True) -> list[Sample]:
-    """``<pid>_c<cam>...`` images of one split; skips junk (-1) and, in train, distractors (0)."""
-    samples = []
-    for path in _list_images(folder):
-        m = MARKET_NAME.match(path.name)
-        if m is None:
-            raise DmireidError(f"{path}: file name does not match <pid>_c<camera>... "
-                               f"(expected e.g. {example}) for {label}")
-        pid, cam = int(m.group(1)), int(m.group(2))
-        camid = _check_camera(path, cam, num_cams, label)
-        if pid < -1:
-            raise DmireidError(f"{path}: negative person id {pid} (expected >= 0, or -1 for junk)")
-        if pid == -1 or (pid == 0 and pid0_distractor and split == "train"):
-            continue
-        samples.append((str(path), pid, camid))
-    return samples
-
-
-def _load_market_layout(root: Path, name: str, num_cams: int | None, label: str, example: str,
-                        pid0_distractor: bool = True) -> ReIDDataset:
-    splits = {split: _parse_market_dir(root / sub, split, num_cams, label, example, pid0_distractor)
-              for split, sub in MARKET_SPLITS.items()}
-    return ReIDDataset(name, str(root), **splits)
-
-
-# --------------------------------------------------------------------------------------------
-# Market-1501, DukeMTMC-reID, custom folders
-
-
-def _load_market1501(root) -> ReIDDataset:
-    root = _find_root(root, tuple(MARKET_SPLITS.values()),
-                      ("Market-1501-v15.09.15", "Market-1501", "market1501"), "Market-1501")
-    return _load_market_layout(root, "market1501", 6, "Market-1501", "0002_c1s1_000451_03.jpg")
-
-
-def _load_duke(root) -> ReIDDataset:
-    root = _find_root(root, tuple(MARKET_SPLITS.values()), ("DukeMTMC-reID",), "DukeMTMC-reID")
-    return _load_market_layout(root, "dukemtmcreid", 8, "DukeMTMC-reID", "0001_c2_f0046182.jpg")
-
-
-def _load_folder(root, camera_pattern: str | None = None) -> ReIDDataset:
-    """A Market-layout folder, or any folder of unlabelled images (train only, pid -1)."""
+@register_dataset("folder")
+def load_folder(root, camera_pattern: str | None = None) -> ReIDDataset:
+    """A Market-layout folder (any camera count), or any folder of unlabelled images (train only,
+    pid -1); ``camera_pattern``: regex on the file names, group 1 = camera number."""
     path = Path(root).expanduser().absolute()
-    if path.is_dir() and any((path / s).exists() for s in MARKET_SPLITS.values()):
-        path = _find_root(path, tuple(MARKET_SPLITS.values()), (), "Market-layout")
-        return _load_market_layout(path, "folder", None, "a Market-layout folder", "0001_c1_0001.jpg")
-    path = _find_root(root, (), (), "folder")
+    if path.is_dir() and any((path / s).exists() for s in MARKET_SUBS):
+        path = find_root(path, MARKET_SUBS, (), "Market-layout")
+        return load_market_layout(path, "folder", MarketNaming("a Market-layout folder", "0001_c1_0001.jpg", None))
+    path = find_root(root, (), (), "folder")
     regex = None
     if camera_pattern is not None:
         try:
@@ -167,14 +91,14 @@ def _load_folder(root, camera_pattern: str | None = None) -> ReIDDataset:
         if regex.groups < 1:
             raise DmireidError(f"camera_pattern {camera_pattern!r} needs a group (...) capturing the camera number")
     train = []
-    for image in _list_images(path, recursive=True):
+    for image in list_images(path, recursive=True):
         camid = 0
         if regex is not None:
             m = regex.search(image.name)
             if m is None or not m.group(1) or not m.group(1).isdigit():
                 raise DmireidError(f"{image}: file name does not match camera_pattern {camera_pattern!r} "
                                    "(group 1 = camera number)")
-            camid = _check_camera(image, int(m.group(1)), None, "camera_pattern")
+            camid = check_camera(image, int(m.group(1)), None, "camera_pattern")
         train.append((str(image), -1, camid))
     return ReIDDataset("folder", str(path), train=train)
 
@@ -220,59 +144,22 @@ def _read_msmt_list(root: Path, list_name: str, kind: str) -> list[Sample]:
         fields = path.name.split("_")
         if len(fields) < 4 or not fields[2].isdigit():
             raise DmireidError(f"{path}: file name does not match {MSMT_PATTERN} for MSMT17")
-        samples.append((str(path), pid, _check_camera(path, int(fields[2]), 15, "MSMT17")))
+        samples.append((str(path), pid, check_camera(path, int(fields[2]), 15, "MSMT17")))
     return samples
 
 
-def _load_msmt17(root) -> ReIDDataset:
-    """Official release (list files) or the Market-style repack, detected automatically."""
+@register_dataset("msmt17")
+def load_msmt17(root) -> ReIDDataset:
+    """MSMT17, 1,041 / 3,060 ids, 15 cameras: the official release (list files) or the
+    Market-style repack, detected automatically."""
     base = Path(root).expanduser().absolute()
     for cand in (base, *(base / a for a in MSMT_ALIASES)):
         if (cand / "list_train.txt").is_file():
-            root = _find_root(cand, MSMT_LISTS, (), "MSMT17 (official lists)")
+            root = find_root(cand, MSMT_LISTS, (), "MSMT17 (official lists)")
             train, val, query, gallery = (_read_msmt_list(root, n, "train" if i < 2 else "test")
                                           for i, n in enumerate(MSMT_LISTS))
             return ReIDDataset("msmt17", str(root), sorted(train + val), sorted(query), sorted(gallery))
-    root = _find_root(root, tuple(MARKET_SPLITS.values()), MSMT_ALIASES,
-                      "MSMT17 (list_train.txt ... or bounding_box_train/, query/, bounding_box_test/)")
+    root = find_root(root, MARKET_SUBS, MSMT_ALIASES,
+                     "MSMT17 (list_train.txt ... or bounding_box_train/, query/, bounding_box_test/)")
     # MSMT17 ids start at 0: pid 0 is a real person, not a distractor
-    return _load_market_layout(root, "msmt17", 15, "MSMT17", "0000_c1_0000.jpg", pid0_distractor=False)
-
-
-# --------------------------------------------------------------------------------------------
-# entry point
-
-_OPTIONS = {
-    "market1501": (),
-    "dukemtmcreid": (),
-    "msmt17": (),
-    "folder": ("camera_pattern",),
-    "synthetic": ("num_ids", "num_cameras", "seed", "height", "width", "images_per_camera"),
-}
-
-
-def load_dataset(name: str, root: str | os.PathLike | None, **options) -> ReIDDataset:
-    """Read dataset ``name`` (market1501 | msmt17 | dukemtmcreid | folder | synthetic) at ``root``.
-
-    ``root`` is the dataset folder or a folder holding it under its usual name. Options:
-    ``folder``: ``camera_pattern`` (regex on file names, group 1 = camera number);
-    ``synthetic``: the :func:`make_synthetic` arguments (root None = a cache folder).
-    """
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in _OPTIONS:
-        raise DmireidError(f"unknown dataset {name!r} (known: {', '.join(_OPTIONS)})")
-    unknown = sorted(set(options) - set(_OPTIONS[key]))
-    if unknown:
-        known = ", ".join(_OPTIONS[key]) or "none"
-        raise DmireidError(f"unknown option(s) {', '.join(unknown)} for dataset {key} (known: {known})")
-    if root is None and key != "synthetic":
-        raise DmireidError(f"dataset {key} needs a root folder (data.root)")
-    if key == "synthetic":
-        from .synthetic import load_synthetic
-        dataset = load_synthetic(root, **options)
-    else:
-        loader = {"market1501": _load_market1501, "dukemtmcreid": _load_duke,
-                  "msmt17": _load_msmt17, "folder": _load_folder}[key]
-        dataset = loader(root, **options)
-    log.info("%s", dataset.statistics_table())
-    return dataset
+    return load_market_layout(root, "msmt17", MarketNaming("MSMT17", "0000_c1_0000.jpg", 15, pid0_distractor=False))

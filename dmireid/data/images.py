@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import Sample
+from .samples import Sample
 
 log = logging.getLogger(__name__)
 

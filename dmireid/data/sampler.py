@@ -1,14 +1,22 @@
 """P×K batches over pseudo-label clusters, camera-aware (spec §1.5, §2).
 
     sampler = ClusterBatchSampler(labels, camids, num_instances=16, batch_size=256, iters=200,
-                                  seed=1, epoch=3)
+                                  seed=1, epoch=3, camera_rule="cc")
     loader = DataLoader(ImageDataset(train, transform), batch_sampler=sampler)
 
-Each batch is P = batch_size // K blocks of exactly K consecutive indices of one cluster. Per pass
-the clusters come in random order; a block is an anchor plus K-1 images drawn without replacement,
-first from cameras other than the anchor's, then from the anchor's camera, then (cluster too
-small) with replacement from the whole cluster. A pass that starts inside a batch puts the
-batch's clusters last, so a batch never repeats a cluster when there are >= P clusters (with fewer
+Each batch is P = batch_size // K blocks of exactly K consecutive indices of one cluster: an
+anchor drawn uniformly from the cluster, then K-1 others by ``camera_rule``:
+
+- ``spread``: without replacement, first from cameras other than the anchor's, then from the
+  anchor's camera, then (cluster too small) with replacement from the whole cluster.
+- ``cc`` (Cluster Contrast's ``RandomMultipleGallerySampler``): the pool is the cluster's images
+  in other cameras than the anchor's if there are any, else the cluster without the anchor; the
+  K-1 are drawn from the pool without replacement when it holds >= K images, with replacement
+  otherwise; a one-image cluster gives its image K times (the peer yields it once).
+
+With ``camera_aware=False`` the cameras are ignored (``cc``: the peer's ``...NoCam`` sampler).
+Per pass the clusters come in random order; a pass that starts inside a batch puts the batch's
+clusters last, so a batch never repeats a cluster when there are >= P clusters (with fewer
 clusters, repeats are unavoidable). Outliers (label -1) are never drawn. All randomness comes
 from a local ``numpy.random.Generator`` seeded with (seed, epoch); the cost is O(iters·P·K²),
 independent of the cluster sizes.
@@ -19,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DmireidError
+
+CAMERA_RULES = ("spread", "cc")
 
 
 def _numpy(x) -> np.ndarray:
@@ -32,12 +42,14 @@ class ClusterBatchSampler:
 
     Args: pseudo_labels (N,) int, -1 = outlier; camids (N,) int; num_instances K; batch_size
     (P = batch_size // K clusters per global batch); iters batches per epoch; seed, epoch: the
-    random stream; camera_aware: prefer other cameras than the anchor's; rank, world_size: each
-    rank yields blocks [rank·P/W, (rank+1)·P/W) of every global batch (P % world_size == 0).
+    random stream; camera_aware: use the cameras at all; camera_rule: ``spread`` | ``cc`` (module
+    docstring); rank, world_size: each rank yields blocks [rank·P/W, (rank+1)·P/W) of every global
+    batch (P % world_size == 0).
     """
 
     def __init__(self, pseudo_labels, camids, num_instances: int, batch_size: int, iters: int, seed: int,
-                 epoch: int = 0, camera_aware: bool = True, rank: int = 0, world_size: int = 1):
+                 epoch: int = 0, camera_aware: bool = True, rank: int = 0, world_size: int = 1,
+                 camera_rule: str = "spread"):
         labels, cams = _numpy(pseudo_labels), _numpy(camids)
         if len(labels) != len(cams):
             raise ValueError(f"{len(labels)} pseudo labels but {len(cams)} camera ids")
@@ -45,7 +57,10 @@ class ClusterBatchSampler:
         self._check(batch_size, rank, world_size)
         if not (labels >= 0).any():
             raise DmireidError("sampler: no clusters to sample from (every pseudo label is -1)")
+        if camera_rule not in CAMERA_RULES:
+            raise DmireidError(f"sampler: camera_rule {camera_rule!r} is not one of {', '.join(CAMERA_RULES)}")
         self.seed, self.epoch, self.camera_aware = int(seed), int(epoch), bool(camera_aware)
+        self.camera_rule = camera_rule
         self.rank, self.world_size = int(rank), int(world_size)
         # indices grouped by cluster, then camera; per position the range of its camera run
         valid = np.flatnonzero(labels >= 0)
@@ -99,23 +114,47 @@ class ClusterBatchSampler:
         return np.concatenate(passes)[:count]
 
     def _blocks(self, clusters: np.ndarray, rng) -> np.ndarray:
-        """(B, K) dataset indices: anchor, other-camera, same-camera, then with replacement."""
+        """(B, K) dataset indices: the anchor, then K-1 others by ``camera_rule``."""
         start, size = self._starts[clusters], self._sizes[clusters]
         anchor = start + (rng.random(len(clusters)) * size).astype(np.int64)  # sorted position
         if self.camera_aware:
             cs, ce = self._run_start[anchor] - start, self._run_end[anchor] - start
         else:
             cs, ce = np.zeros_like(size), size
-        other, same = size - (ce - cs), ce - cs - 1  # usable images besides the anchor
-        ranks = _draw_without_replacement(rng, other, same, self.K - 1)  # (B, K-1), -1 = none left
-        q = ranks - other[:, None]  # index among the anchor's camera, anchor excluded
-        pos_other = ranks + (ranks >= cs[:, None]) * (ce - cs)[:, None]
-        pos_same = cs[:, None] + q + (q >= (anchor - start - cs)[:, None])
-        pos = np.where(ranks < other[:, None], pos_other, pos_same)  # position in the cluster
-        spare = (rng.random(ranks.shape) * size[:, None]).astype(np.int64)
-        pos = np.where(ranks >= 0, pos, spare)
+        others = _cc_others if self.camera_rule == "cc" else _spread_others
+        pos = others(rng, anchor - start, cs, ce, size, self.K - 1)  # (B, K-1) positions in the cluster
         picks = np.concatenate([anchor[:, None], start[:, None] + pos], axis=1)
         return self._order[picks]
+
+
+def _spread_others(rng, a, cs, ce, size, k: int) -> np.ndarray:
+    """Per row (anchor at position ``a`` of a cluster of ``size``, its camera run [cs, ce)): k
+    positions, distinct other-camera ones first, then same-camera ones, then any with replacement."""
+    other, same = size - (ce - cs), ce - cs - 1  # usable images besides the anchor
+    ranks = _draw_without_replacement(rng, other, same, k)  # (B, k), -1 = none left
+    q = ranks - other[:, None]  # index among the anchor's camera, anchor excluded
+    pos_other = ranks + (ranks >= cs[:, None]) * (ce - cs)[:, None]
+    pos_same = cs[:, None] + q + (q >= (a - cs)[:, None])
+    pos = np.where(ranks < other[:, None], pos_other, pos_same)
+    spare = (rng.random(ranks.shape) * size[:, None]).astype(np.int64)
+    return np.where(ranks >= 0, pos, spare)
+
+
+def _cc_others(rng, a, cs, ce, size, k: int) -> np.ndarray:
+    """Cluster Contrast's rule (same arguments as :func:`_spread_others`): the pool is the other
+    cameras' images if any, else the cluster without the anchor; k draws from it without
+    replacement when it holds >= k + 1 images, with replacement otherwise; an empty pool (one-image
+    cluster) repeats the anchor."""
+    other = size - (ce - cs)
+    pool = np.where(other > 0, other, size - 1)
+    distinct = pool >= k + 1  # the peer: len(pool) >= num_instances
+    unique = _draw_without_replacement(rng, np.where(distinct, pool, 0), np.zeros_like(pool), k)
+    repeated = (rng.random((len(pool), k)) * np.maximum(pool, 1)[:, None]).astype(np.int64)
+    ranks = np.where(distinct[:, None], unique, repeated)  # ranks within the pool
+    pos_other = ranks + (ranks >= cs[:, None]) * (ce - cs)[:, None]  # skip the anchor's camera run
+    pos_rest = ranks + (ranks >= a[:, None])  # skip the anchor
+    pos = np.where((other > 0)[:, None], pos_other, pos_rest)
+    return np.where((pool > 0)[:, None], pos, a[:, None])
 
 
 def _draw_without_replacement(rng, first: np.ndarray, second: np.ndarray, k: int) -> np.ndarray:
