@@ -108,11 +108,14 @@ def _check_options(factory, options: dict, key: str, what: str) -> None:
 
 
 def _check_registered(cfg: "Config") -> None:
+    from .data import check_dataset_options, find_dataset
     from .objectives import OBJECTIVES
     from .pseudo_labels import LABELERS
 
     OBJECTIVES.lookup(cfg.method)
     LABELERS.lookup(cfg.pseudo_labels.labeler)
+    find_dataset(cfg.data.name)
+    check_dataset_options(cfg.data.name, cfg.data.options)
     if cfg.model.arch not in ("resnet18", "resnet34", "resnet50"):
         raise DmireidError(f"model.arch {cfg.model.arch!r} is not one of resnet18, resnet34, resnet50")
 

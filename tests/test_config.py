@@ -13,7 +13,7 @@ from dmireid.config import PRESET_DIR, Config, load_config, parse_overrides, sav
 from dmireid.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from dmireid.errors import DmireidError
 
-PRESETS = ["cc_market1501", "dmi_market1501", "dmi_msmt17", "dmi_dukemtmc", "demo", "smoke"]
+PRESETS = ["cc_market1501", "dmi_market1501", "dmi_msmt17", "dmi_dukemtmc", "dmi_veri776", "demo", "smoke"]
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -60,8 +60,9 @@ def train_loader(cfg, samples, labels: np.ndarray, epoch: int, seed: int, rank: 
     data, train = cfg.data, cfg.train
     sampler = ClusterBatchSampler(labels, np.array([c for _, _, c in samples]), num_instances=data.num_instances,
                                   batch_size=train.batch_size, iters=train.iters, seed=train.seed, epoch=epoch,
-                                  camera_aware=data.camera_aware, rank=rank, world_size=world_size)
-    dataset = ImageDataset(samples, build_train_transform(data.height, data.width))
+                                  camera_aware=data.camera_aware, camera_rule=data.camera_rule, rank=rank,
+                                  world_size=world_size)
+    dataset = ImageDataset(samples, build_train_transform(data.height, data.width, erasing=data.erasing))
     batches = SeededBatches(sampler, seed, train.batch_size, rank)
     return DataLoader(SeededImageDataset(dataset), batch_sampler=batches, num_workers=data.num_workers,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))
