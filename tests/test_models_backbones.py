@@ -252,3 +252,12 @@ def test_ibn_imagenet_looks_for_the_official_file(hub_dir):
     msg = str(info.value)
     assert "\n" not in msg and "resnet50_ibn_a-d9d0bb7b.pth" in msg and "97.7 MB" in msg and str(hub_dir.folder) in msg
     assert hub_dir.calls[0][0] == "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/resnet50_ibn_a-d9d0bb7b.pth"
+
+
+def test_timm_arch_without_timm_installed_is_one_line(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+    with pytest.raises(DmireidError, match=r"pip install 'dmireid\[timm\]'") as info:
+        build_model("timm:resnet10t")
+    assert "\n" not in str(info.value)

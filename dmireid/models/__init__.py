@@ -9,8 +9,8 @@
     set_bn_group_size(model, G)                     # ghost BatchNorm in place (0 = plain)
 """
 
-from . import ibn as _ibn  # noqa: F401 - registers resnet50_ibn_a
-from . import timm_backbone as _timm_backbone  # noqa: F401 - registers timm: (timm imported when used)
+# importing resnet, ibn and timm_backbone registers resnet18/34/50, resnet50_ibn_a and timm:
+# (timm itself is imported only when a timm: backbone is built)
 from .backbones import BACKBONES, register_backbone
 from .ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNormMixin, register_ghost_class, set_bn_group_size
 from .ibn import IBN

@@ -212,6 +212,7 @@ def timm_backbone(name: str, pretrained: Pretrained = None, last_stride: int = 1
         (e.g. [16, 8] for a ViT-S/16 pretrained at 256×128); resized to the model's grid.
     create_kwargs: passed to ``timm.create_model`` (e.g. ``drop_path_rate``, ``dynamic_img_size``).
     """
+    _timm()  # one-line error when the extra is not installed
     model_name = name.split(":", 1)[1] if ":" in name else name
     kwargs = dict(create_kwargs)
     if img_size is not None:
