@@ -260,3 +260,44 @@ def test_ghost_bn_channels_last_kept():
     out = bn(x.contiguous(memory_format=torch.channels_last))
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, ref)
+
+
+def test_ghost_bn_leaves_unknown_subclasses_with_a_warning(caplog):
+    from dmireid.models import GhostBatchNormMixin, register_ghost_class
+
+    class MyBN(nn.BatchNorm2d):
+        pass
+
+    net = nn.Sequential(nn.BatchNorm2d(3), MyBN(3), nn.InstanceNorm2d(3), nn.LayerNorm(3), nn.GroupNorm(1, 3))
+    with caplog.at_level("WARNING", logger="dmireid.models.ghost_bn"):
+        assert set_bn_group_size(net, 2) == 1
+    assert any("MyBN" in r.getMessage() for r in caplog.records)
+    assert [type(m) for m in net] == [GhostBatchNorm2d, MyBN, nn.InstanceNorm2d, nn.LayerNorm, nn.GroupNorm]
+
+    class GhostMyBN(GhostBatchNormMixin, MyBN):
+        pass
+
+    register_ghost_class(MyBN, GhostMyBN)
+    assert set_bn_group_size(net, 2) == 2 and type(net[1]) is GhostMyBN
+    assert set_bn_group_size(net, 0) == 2 and type(net[1]) is MyBN
+    with pytest.raises(TypeError):
+        register_ghost_class(nn.BatchNorm1d, GhostBatchNorm2d)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50_ibn_a", "timm:test_efficientnet"])
+def test_ghost_bn_model_equals_separate_groups(arch):
+    """Train-mode forward with group G == the plain model run on each group of G images alone
+    (IBN: its BN halves grouped, IN per image; timm: BatchNormAct2d grouped, activation kept)."""
+    if arch.startswith("timm:"):
+        pytest.importorskip("timm")
+    torch.manual_seed(3)
+    plain = build_model(arch, last_stride=2 if arch.startswith("timm:") else 1).train()
+    ghost = copy.deepcopy(plain)
+    set_bn_group_size(ghost, 2)
+    x = torch.randn(4, 3, 64, 32)
+    with torch.no_grad():
+        out = ghost(x)
+        ref = torch.cat([copy.deepcopy(plain)(x[:2]), copy.deepcopy(plain)(x[2:])])
+        whole = copy.deepcopy(plain)(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(out, whole, rtol=1e-4, atol=1e-4)  # grouping changes the result

@@ -1,23 +1,40 @@
-"""Models (spec §2): ResNet backbone with last stride 1, GeM pooling, BN neck, ghost BatchNorm.
+"""Models (spec §2): a registered backbone (last stride 1), GeM pooling, BN neck, ghost BatchNorm.
 
     build_model(arch="resnet50", pretrained=None, pooling="gem", gem_p=3.0, last_stride=1,
-                bn_group_size=0) -> ReIDModel      # forward: B×3×H×W -> B×d unit rows
-    load_pretrained(model_or_backbone, path)       # torchvision ResNet state_dict file
-    set_bn_group_size(model, G)                    # ghost BatchNorm in place (0 = plain)
+                bn_group_size=0, **backbone_options) -> ReIDModel   # B×3×H×W -> B×d unit rows
+    build_model_from_config(cfg.model, input_size=None) -> ReIDModel
+    register_backbone(name, factory)                # model.arch=name; "prefix:" entries too
+    BACKBONES.names()                               # resnet18, resnet34, resnet50, resnet50_ibn_a, timm:
+    load_pretrained(model_or_backbone, path)        # a weight file into the backbone, strictly
+    set_bn_group_size(model, G)                     # ghost BatchNorm in place (0 = plain)
 """
 
-from .ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d, set_bn_group_size
+# importing resnet, ibn and timm_backbone registers resnet18/34/50, resnet50_ibn_a and timm:
+# (timm itself is imported only when a timm: backbone is built)
+from .backbones import BACKBONES, register_backbone
+from .ghost_bn import GhostBatchNorm1d, GhostBatchNorm2d, GhostBatchNormMixin, register_ghost_class, set_bn_group_size
+from .ibn import IBN
 from .pooling import GeM
-from .resnet import ARCHS, ReIDModel, ResNetBackbone, build_model, load_pretrained
+from .reid import ReIDModel, build_model, build_model_from_config, load_pretrained
+from .resnet import ResNetBackbone
+from .timm_backbone import TimmBackbone
+from .weights import normalise_pretrained
 
 __all__ = [
-    "ARCHS",
+    "BACKBONES",
     "GeM",
     "GhostBatchNorm1d",
     "GhostBatchNorm2d",
+    "GhostBatchNormMixin",
+    "IBN",
     "ReIDModel",
     "ResNetBackbone",
+    "TimmBackbone",
     "build_model",
+    "build_model_from_config",
     "load_pretrained",
+    "normalise_pretrained",
+    "register_backbone",
+    "register_ghost_class",
     "set_bn_group_size",
 ]

@@ -21,12 +21,17 @@ optimisers holding the parameters keep working.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+log = logging.getLogger(__name__)
 
 
-class _GhostBatchNormMixin:
+class GhostBatchNormMixin:
     """Overrides ``forward`` of a BatchNorm subclass with per-group statistics in train mode."""
 
     group_size: int = 0
@@ -37,7 +42,7 @@ class _GhostBatchNormMixin:
         group = int(self.group_size)
         use_batch_stats = self.training or self.running_mean is None
         if not use_batch_stats or group <= 0 or group >= batch:
-            return super().forward(x)
+            return super().forward(x)  # the plain layer's own forward (incl. any activation it has)
 
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -61,7 +66,11 @@ class _GhostBatchNormMixin:
         out = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return self.after_norm(out)
+
+    def after_norm(self, y: torch.Tensor) -> torch.Tensor:
+        """What the plain layer applies after normalising (identity; e.g. drop + act in BatchNormAct2d)."""
+        return y
 
     def _grouped(self, x, group, groups, factor, update_running):
         """Normalise ``x`` (groups*group × C × ...) per group with the native batch_norm kernel.
@@ -89,30 +98,45 @@ class _GhostBatchNormMixin:
         return super().extra_repr() + f", group_size={self.group_size}"
 
 
-class GhostBatchNorm1d(_GhostBatchNormMixin, nn.BatchNorm1d):
+class GhostBatchNorm1d(GhostBatchNormMixin, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` with per-group train statistics (``group_size`` images per group)."""
 
 
-class GhostBatchNorm2d(_GhostBatchNormMixin, nn.BatchNorm2d):
+class GhostBatchNorm2d(GhostBatchNormMixin, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with per-group train statistics (``group_size`` images per group)."""
 
 
-_GHOST = {nn.BatchNorm1d: GhostBatchNorm1d, nn.BatchNorm2d: GhostBatchNorm2d}
-_PLAIN = {v: k for k, v in _GHOST.items()}
+_GHOST: dict[type, type] = {nn.BatchNorm1d: GhostBatchNorm1d, nn.BatchNorm2d: GhostBatchNorm2d}
+_PLAIN: dict[type, type] = {v: k for k, v in _GHOST.items()}
+
+
+def register_ghost_class(plain: type, ghost: type) -> None:
+    """Let :func:`set_bn_group_size` swap ``plain`` (a BatchNorm subclass, e.g. timm's BatchNormAct2d)
+    for ``ghost`` (``class Ghost(GhostBatchNormMixin, plain)``, overriding ``after_norm`` if needed)."""
+    if not (issubclass(ghost, plain) and issubclass(ghost, GhostBatchNormMixin)):
+        raise TypeError(f"{ghost.__name__} must subclass both {plain.__name__} and the ghost BatchNorm mixin")
+    _GHOST[plain] = ghost
+    _PLAIN[ghost] = plain
 
 
 def set_bn_group_size(model: nn.Module, group_size: int) -> int:
     """Make every BatchNorm1d/2d of ``model`` a ghost BatchNorm with ``group_size`` (in place).
 
-    ``group_size == 0`` restores plain BatchNorm. Returns the number of layers changed. Other
-    BatchNorm variants (SyncBatchNorm, BatchNorm3d) are left alone.
+    ``group_size == 0`` restores plain BatchNorm. Returns the number of layers changed. Classes
+    added with :func:`register_ghost_class` are converted too; other BatchNorm variants
+    (SyncBatchNorm, BatchNorm3d, unregistered subclasses) are left alone, with a warning for the
+    subclasses. Other norms (InstanceNorm, LayerNorm, GroupNorm) are never touched.
     """
     group_size = int(group_size)
     if group_size < 0:
         raise ValueError(f"bn_group_size must be >= 0, got {group_size}")
     changed = 0
+    left_alone = set()
     for module in model.modules():
         cls = type(module)
+        if group_size > 0 and cls not in _GHOST and cls not in _PLAIN and isinstance(module, _BatchNorm) \
+                and not isinstance(module, (nn.SyncBatchNorm, nn.BatchNorm3d)):
+            left_alone.add(cls.__name__)
         if group_size > 0 and cls in _GHOST:
             module.__class__ = _GHOST[cls]
         elif group_size == 0 and cls in _PLAIN:
@@ -123,4 +147,7 @@ def set_bn_group_size(model: nn.Module, group_size: int) -> int:
         if type(module) in _PLAIN:
             module.group_size = group_size
             changed += 1
+    if left_alone:
+        log.warning("bn_group_size=%d: BatchNorm subclasses without a ghost variant keep whole-batch statistics: %s",
+                    group_size, ", ".join(sorted(left_alone)))
     return changed
