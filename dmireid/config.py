@@ -52,8 +52,9 @@ class DataConfig:
 class ModelConfig:
     """Backbone, pooling and neck (spec §2)."""
 
-    arch: str = "resnet50"  # a registered backbone: resnet18 | resnet34 | resnet50 | ...
-    pretrained: str | None = None  # torchvision weight file, or "imagenet" (needs internet)
+    arch: str = "resnet50"  # a registered backbone: resnet18 | resnet34 | resnet50 | resnet50_ibn_a | timm:NAME
+    pretrained: str | None = None  # none | imagenet (torch hub cache, else downloaded) | a weight file
+    options: dict[str, Any] = field(default_factory=dict)  # the backbone's own options (e.g. timm's token_pool)
     pooling: Literal["gem", "avg"] = "gem"
     gem_p: float = 3.0
     last_stride: int = 1
@@ -289,7 +290,7 @@ def config_from_dict(values: dict[str, Any]) -> Config:
 
 # (section, name key, options key): a free mapping belongs to the plug-in named beside it
 PLUGIN_OPTIONS = ((None, "method", "objective_options"), ("data", "name", "options"),
-                  ("pseudo_labels", "labeler", "options"))
+                  ("pseudo_labels", "labeler", "options"), ("model", "arch", "options"))
 
 
 def drop_options_of_replaced_plugins(cfg: Config, overrides: dict[str, Any]) -> None:

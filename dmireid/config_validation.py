@@ -71,6 +71,7 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (mem.mip_negatives_topk >= 0, "memory.mip_negatives_topk must be >= 0"),
         # run
         (bool(str(cfg.output_dir).strip()), "output_dir must not be empty"),
+        (m.pooling in ("gem", "avg"), "model.pooling must be gem or avg"),
     ]
 
 
@@ -109,6 +110,7 @@ def _check_options(factory, options: dict, key: str, what: str) -> None:
 
 def _check_registered(cfg: "Config") -> None:
     from .data import check_dataset_options, find_dataset
+    from .models import BACKBONES
     from .objectives import OBJECTIVES
     from .pseudo_labels import LABELERS
 
@@ -116,8 +118,7 @@ def _check_registered(cfg: "Config") -> None:
     LABELERS.lookup(cfg.pseudo_labels.labeler)
     find_dataset(cfg.data.name)
     check_dataset_options(cfg.data.name, cfg.data.options)
-    if cfg.model.arch not in ("resnet18", "resnet34", "resnet50"):
-        raise DmireidError(f"model.arch {cfg.model.arch!r} is not one of resnet18, resnet34, resnet50")
+    BACKBONES.lookup(cfg.model.arch)
 
 
 def complete(cfg: "Config") -> None:

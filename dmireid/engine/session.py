@@ -20,7 +20,7 @@ from ..config_validation import check_pretrained_file
 from ..data import load_dataset
 from ..errors import DmireidError
 from ..evaluation import evaluate
-from ..models import build_model
+from .. import models
 from ..run_files import LAST_CHECKPOINT
 from .features import extract_features
 from .state import seed_everything
@@ -45,10 +45,8 @@ def autocast_dtype(device: torch.device, enabled: bool, requested: str = "bf16")
 
 
 def build_model_from_config(cfg: Config) -> torch.nn.Module:
-    """The ReIDModel that ``cfg.model`` describes."""
-    m = cfg.model
-    return build_model(m.arch, pretrained=m.pretrained, pooling=m.pooling, gem_p=m.gem_p,
-                       last_stride=m.last_stride, bn_group_size=m.bn_group_size)
+    """The ReIDModel that ``cfg.model`` describes, for ``cfg.data``'s input size (a ViT's position grid)."""
+    return models.build_model_from_config(cfg.model, input_size=(cfg.data.height, cfg.data.width))
 
 
 def initial_model(cfg: Config) -> torch.nn.Module:
