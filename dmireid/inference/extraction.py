@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from .. import distributed as dist
 from ..data import ImageDataset, Sample, build_test_transform
 from ..devices import autocast, autocast_dtype
 from ..errors import DmireidError
+from ..progress import progress_bar
 from .inputs import describe_unreadable
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ def extract_from_dataset(
     model.eval()
     feats, oks = [], []
     try:
-        with tqdm(total=len(shard), desc=description, unit="img", leave=False,
-                  disable=not progress or (distributed and not dist.is_main())) as bar:
+        with progress_bar(total=len(shard), desc=description, unit="img", leave=False,
+                          enabled=progress and (not distributed or dist.is_main())) as bar:
             for images, index, ok in loader:
                 if on_unreadable == "stop" and world == 1 and not bool(ok.all()):
                     _stop(ok, index, describe)  # early: no need to embed the rest

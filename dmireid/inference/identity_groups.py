@@ -117,9 +117,9 @@ def cluster_folder(checkpoint, inputs: Sequence[str | Path], out_dir: str | Path
     paths = collect_image_paths(inputs)
     extractor = checkpoint if isinstance(checkpoint, FeatureExtractor) else FeatureExtractor(
         checkpoint, device=device, batch_size=batch_size, encoder=encoder, flip=flip)
-    JaccardDBSCAN(eps=eps)  # a bad eps fails before any image is embedded
+    labeler = JaccardDBSCAN(k1=k1, k2=k2, eps=eps, min_samples=min_samples, progress=progress)  # checks eps first
     embedded = embed_files(extractor, paths, skip_unreadable, progress)
-    labels = group_features(embedded.features, eps=eps, k1=k1, k2=k2, min_samples=min_samples, progress=progress)
+    labels = renumber_by_size(labeler(embedded.features))
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

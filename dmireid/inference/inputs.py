@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..data import read_image
+from ..data import ImageDataset, read_image
 from ..errors import DmireidError
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,22 @@ def describe_unreadable(item: Any, index: int) -> str:
     return f"{item_name(item, index)} ({reason})" if reason else item_name(item, index)
 
 
-class ImageItems(Dataset):
-    """Paths / PIL images / uint8 arrays -> ``(transform(image), index, ok)``.
+class ImageItems(ImageDataset):
+    """Paths / PIL images / uint8 arrays -> ``(transform(image), index, ok)``: an
+    :class:`~dmireid.data.ImageDataset` whose entries are the items themselves (``.items``).
 
     An unreadable item gives zeros of the transform's output shape and ``ok=False``; the extraction
     loop's ``on_unreadable`` policy decides what happens next (a one-line error, or a list).
     """
 
     def __init__(self, items: Sequence[Any], transform):
-        self.items, self.transform = list(items), transform
-        for i, item in enumerate(self.items):
+        super().__init__(list(items), transform)
+        for i, item in enumerate(self.samples):
             check_item(item, i)
-        self._blank_shape: tuple[int, ...] | None = None
 
-    def __len__(self) -> int:
-        return len(self.items)
+    @property
+    def items(self) -> list[Any]:
+        return self.samples
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
         try:
@@ -124,11 +125,6 @@ class ImageItems(Dataset):
                       " ".join(f"{type(exc).__name__}: {exc}".split()))
             return self._blank(), index, False
         return self.transform(image), index, True
-
-    def _blank(self) -> torch.Tensor:
-        if self._blank_shape is None:
-            self._blank_shape = tuple(self.transform(Image.new("RGB", (64, 128), (128, 128, 128))).shape)
-        return torch.zeros(self._blank_shape)
 
     def describe(self, index: int) -> str:
         return describe_unreadable(self.items[index], index)
