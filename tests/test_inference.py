@@ -7,6 +7,7 @@ A tiny random-weight ResNet-18 at 64×32 (the smoke preset) on a few synthetic i
 import contextlib
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -231,3 +232,43 @@ def test_training_curves_plot_every_loss_key(tmp_path):
     pixels = np.asarray(Image.open(plot_training_curves(metrics, tmp_path / "c.png")).convert("RGB")).reshape(-1, 3)
     # the loss panel draws four lines (C0..C3); the pseudo-label panel one (C0); C3 = the fourth loss key
     assert (pixels == (214, 39, 40)).all(axis=1).sum() > 30
+
+
+# ------------------------------------------------------------------------------------ torchrun
+SHARD_DRIVER = """
+import sys
+import torch
+from dmireid import distributed as dist
+from dmireid.checkpoint import load_checkpoint
+from dmireid.config import load_config
+from dmireid.inference import extract_features, model_from_config
+
+torch.set_num_threads(1)
+dist.init_distributed(torch.device("cpu"))
+model = model_from_config(load_config("smoke").model)
+model.load_state_dict(load_checkpoint(sys.argv[1])["model"])
+paths = sys.argv[3:]
+features, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, progress=False)
+if dist.is_main():
+    torch.save({"features": features, "ok": torch.from_numpy(ok), "world": dist.world_size()}, sys.argv[2])
+dist.cleanup()
+"""
+
+
+def test_torchrun_shards_and_gathers_like_one_process(ckpt, crops, model, tmp_path):
+    _, good, broken = crops
+    paths = good[:5] + [broken] + good[5:]  # 10 images: 5 per rank, the unreadable one on rank 1
+    driver = tmp_path / "driver.py"
+    driver.write_text(SHARD_DRIVER)
+    env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "ddp.pt"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                           str(driver), str(ckpt), str(out), *paths], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = torch.load(out, weights_only=True)
+    assert got["world"] == 2
+    single, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, progress=False)
+    assert got["ok"].tolist() == ok.tolist() == [True] * 5 + [False] + [True] * 4
+    torch.testing.assert_close(got["features"], single, atol=1e-6, rtol=0)
