@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "train": ("dmireid.engine", "train"),
-    "FeatureExtractor": ("dmireid.engine", "FeatureExtractor"),
+    "FeatureExtractor": ("dmireid.inference", "FeatureExtractor"),
     "load_dataset": ("dmireid.data", "load_dataset"),
     "evaluate": ("dmireid.evaluation", "evaluate"),
     "load_config": ("dmireid.config", "load_config"),

@@ -106,10 +106,12 @@ def cmd_check_data(args) -> int:
 
 # ------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
+    from .checkpoint import load_checkpoint
     from .config import load_config
     from .data import load_dataset
-    from .engine import evaluate_model, load_checkpoint
-    from .engine.session import build_model_from_config, initial_model, resolve_device
+    from .devices import resolve_device
+    from .engine.session import initial_model
+    from .inference import evaluate_model, load_encoder
 
     if args.checkpoint and "=" in args.checkpoint and not Path(args.checkpoint).exists():
         args.overrides, args.checkpoint = [args.checkpoint, *args.overrides], None  # a key=value, not a file
@@ -128,13 +130,10 @@ def cmd_evaluate(args) -> int:
     if args.root:
         cfg.data.root = args.root
     setup_logging(quiet=args.quiet)
-    model = initial_model(cfg) if state is None else build_model_from_config(cfg)  # random init = training's start
-    if state is not None:
-        encoder = args.encoder or ("momentum" if state.get("ema_model") is not None else "online")
-        key = "ema_model" if encoder == "momentum" else "model"
-        if state.get(key) is None:
-            raise DmireidError(f"{args.checkpoint} holds no {encoder} encoder")
-        model.load_state_dict(state[key])
+    if state is not None:  # the encoder choice of FeatureExtractor: momentum when the file has one
+        model = load_encoder(state, args.encoder, args.checkpoint)[0]
+    else:
+        model = initial_model(cfg)  # random init = training's start (seeded with train.seed)
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
     metrics = evaluate_model(model.to(device), dataset, cfg, device, progress=not args.quiet, rerank=args.rerank)
@@ -147,27 +146,28 @@ def cmd_evaluate(args) -> int:
 
 # ------------------------------------------------------------------------------------- using a model
 def _extractor(args):
-    from .engine.extractor import FeatureExtractor
+    from .inference import FeatureExtractor
 
     return FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, encoder=args.encoder,
                             flip=getattr(args, "flip", False), num_workers=args.num_workers)
 
 
 def cmd_extract(args) -> int:
-    from .engine.extractor import collect_image_paths
-    from .engine.search import save_features
+    from .inference import collect_image_paths, embed_files, save_features, skipped_note
 
     paths = collect_image_paths(args.images)
     extractor = _extractor(args)
-    features = extractor(paths, progress=not args.quiet)
-    save_features(args.out, paths, features, extractor.settings())
-    print(f"wrote {args.out}: {len(paths)} images x {features.shape[1]} features ({extractor.encoder} encoder)")
+    embedded = embed_files(extractor, paths, args.skip_unreadable, progress=not args.quiet)
+    save_features(args.out, embedded.paths, embedded.features, extractor.settings(), embedded.skipped)
+    print(f"wrote {args.out}: {len(embedded.paths)} images x {extractor.feature_dim} features "
+          f"({extractor.encoder} encoder)")
+    if embedded.skipped:
+        print(f"{skipped_note(embedded.skipped)} (all listed in the file's 'skipped' array)")
     return 0
 
 
 def cmd_search(args) -> int:
-    from .engine.extractor import collect_image_paths
-    from .engine.search import check_compatible, load_features, search
+    from .inference import check_compatible, collect_image_paths, load_features, search, skipped_note
 
     extractor, gallery_features = _extractor(args), None
     if len(args.gallery) == 1 and args.gallery[0].endswith(".npz"):
@@ -176,27 +176,30 @@ def cmd_search(args) -> int:
     else:
         gallery = collect_image_paths(args.gallery)
     result = search(extractor, collect_image_paths(args.query), gallery, gallery_features,
-                    topk=args.topk, progress=not args.quiet)
+                    topk=args.topk, progress=not args.quiet, skip_unreadable=args.skip_unreadable)
     if args.out:
         print(f"wrote {result.save(args.out)}")
     else:
         print(result.format())
+    if result.skipped:
+        print(f"{skipped_note(result.skipped)}; all of them: " + ", ".join(result.skipped))
     return 0
 
 
 def cmd_cluster(args) -> int:
-    from .engine.grouping import cluster_folder
+    from .inference import cluster_folder
 
     result = cluster_folder(_extractor(args), args.folder, args.out, eps=args.eps, k1=args.k1, k2=args.k2,
-                            min_samples=args.min_samples, progress=not args.quiet)
+                            min_samples=args.min_samples, progress=not args.quiet,
+                            skip_unreadable=args.skip_unreadable)
     print(result.summary())
-    print(f"wrote {result.csv} and {len(result.sheets)} contact sheet(s) in {args.out}")
+    listed = f", the unreadable files in {result.unreadable}" if result.unreadable else ""
+    print(f"wrote {result.csv} and {len(result.sheets)} contact sheet(s) in {args.out}{listed}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .engine.export import check_onnx, export_onnx, onnx_opset
-    from .engine.extractor import FeatureExtractor
+    from .inference import FeatureExtractor, check_onnx, export_onnx, onnx_opset
 
     extractor = FeatureExtractor(args.checkpoint, device="cpu", encoder=args.encoder)
     path = export_onnx(extractor, args.onnx, opset=args.opset, height=args.height, width=args.width,
@@ -213,7 +216,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_visualize(args) -> int:
-    from .engine.report import visualize_run
+    from .inference import visualize_run
 
     setup_logging(quiet=args.quiet)
     report = visualize_run(args.run, args.out, dataset=args.dataset, root=args.root, num_queries=args.num_queries,
@@ -233,6 +236,11 @@ def _model_options(p: argparse.ArgumentParser, flip: bool = True) -> None:
     if flip:
         p.add_argument("--flip", action="store_true", help="average the features of each image and its mirror image")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _skip_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out images that cannot be decoded and list them (default: stop at the first)")
 
 
 # ------------------------------------------------------------------------------------- parser
@@ -279,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="output .npz")
     _model_options(p)
+    _skip_option(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("search", help="rank gallery images for each query image")
@@ -288,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--out", help="save to .csv or .json instead of printing")
     _model_options(p)
+    _skip_option(p)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("cluster", help="group a folder of unlabelled crops by identity")
@@ -299,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k2", type=int, default=6)
     p.add_argument("--min-samples", type=int, default=4)
     _model_options(p)
+    _skip_option(p)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("export", help="export the encoder to ONNX (dynamic batch)")

@@ -19,7 +19,7 @@ from dmireid.config import load_config
 from dmireid.engine import extract_features, save_checkpoint
 from dmireid.engine.extractor import FeatureExtractor, collect_image_paths, infer_resnet_arch
 from dmireid.engine.grouping import renumber_by_size, write_clusters_csv
-from dmireid.engine.trainer import build_model_from_config
+from dmireid.inference import model_from_config
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import draw_rank_strip, plot_training_curves, rank_gallery
 
@@ -38,9 +38,9 @@ def _randomise_bn(model, seed):
 def models():
     cfg = load_config("smoke")
     torch.manual_seed(0)
-    online = _randomise_bn(build_model_from_config(cfg), 1).eval()
+    online = _randomise_bn(model_from_config(cfg.model), 1).eval()
     torch.manual_seed(1)
-    momentum = _randomise_bn(build_model_from_config(cfg), 2).eval()
+    momentum = _randomise_bn(model_from_config(cfg.model), 2).eval()
     return cfg, online, momentum
 
 

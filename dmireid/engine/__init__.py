@@ -1,22 +1,38 @@
-"""The epoch loop and everything that uses all the other packages.
+"""The epoch loop (training); model use lives in :mod:`dmireid.inference`.
 
-- :func:`train` — run training from a :class:`~dmireid.config.Config`.
-- :func:`extract_features` — embed samples with a model (eval mode, test transform).
+- :func:`train` / :class:`Trainer` — run training from a :class:`~dmireid.config.Config`.
+- :func:`extract_features`, :func:`evaluate_model`, :class:`FeatureExtractor` — re-exported from
+  :mod:`dmireid.inference` (the extraction loop, query/gallery evaluation, the checkpoint-loading
+  embedder).
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only``-safe checkpoints.
+- hooks: :class:`Hook`, :class:`ProgressHook`, :class:`EvaluationHook`, :class:`MetricsHook`,
+  :class:`CheckpointHook`.
+
+Every name is imported on first use, so ``import dmireid.engine.<module>`` (or the model-use names)
+does not load the trainer and everything it pulls in.
 """
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from .features import extract_features
-from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook
-from .trainer import Trainer, evaluate_model, train
+import importlib
+
+_LAZY = {
+    "train": ".trainer", "Trainer": ".trainer",
+    "evaluate_model": "dmireid.inference", "extract_features": "dmireid.inference",
+    "FeatureExtractor": "dmireid.inference",
+    "save_checkpoint": "dmireid.checkpoint", "load_checkpoint": "dmireid.checkpoint",
+    "Hook": ".hooks", "ProgressHook": ".hooks", "EvaluationHook": ".hooks", "MetricsHook": ".hooks",
+    "CheckpointHook": ".hooks",
+}
 
 __all__ = ["train", "Trainer", "evaluate_model", "extract_features", "save_checkpoint", "load_checkpoint",
-           "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook"]
+           "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook", "FeatureExtractor"]
 
 
 def __getattr__(name):
-    if name == "FeatureExtractor":
-        from .extractor import FeatureExtractor
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-        return FeatureExtractor
-    raise AttributeError(name)
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -245,11 +245,20 @@ def read_metrics(metrics_jsonl: str | Path) -> list[dict]:
     return records
 
 
+LOSS_KEYS = None  # in CURVE_PANELS: every ``loss*`` key of the records (see :func:`loss_keys`)
 CURVE_PANELS = (  # title, keys on the left axis, keys on a right axis, scale
     ("accuracy (%)", ("mAP", "mAP_ema", "rank1", "rank1_ema"), (), 100.0),
     ("pseudo labels", ("num_clusters",), ("num_outliers",), 1.0),
-    ("loss", ("loss", "loss_dcp", "loss_mip"), (), 1.0),
+    ("loss", LOSS_KEYS, (), 1.0),
 )
+
+
+def loss_keys(records: list[dict]) -> tuple[str, ...]:
+    """Every numeric ``loss*`` key of the records (any objective's terms): ``loss`` first, then the
+    others in order of first appearance."""
+    found = dict.fromkeys(k for r in records for k, v in r.items()
+                          if k.startswith("loss") and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return tuple(sorted(found, key=lambda k: k != "loss"))
 
 
 def _series(records: list[dict], key: str, scale: float) -> list[tuple[int, float]]:
@@ -260,7 +269,8 @@ def _series(records: list[dict], key: str, scale: float) -> list[tuple[int, floa
 
 
 def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path:
-    """mAP / R1 (θ and θ'), #clusters / #outliers and losses per epoch from ``metrics.jsonl``.
+    """mAP / R1 (θ and θ'), #clusters / #outliers and losses (every ``loss*`` key) per epoch from
+    ``metrics.jsonl``.
 
     Uses matplotlib's Agg canvas directly (no global backend change). Returns ``out_png``.
     """
@@ -275,6 +285,7 @@ def plot_training_curves(metrics_jsonl: str | Path, out_png: str | Path) -> Path
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(CURVE_PANELS))
     for ax, (label, keys, right_keys, scale) in zip(axes, CURVE_PANELS):
+        keys = loss_keys(records) if keys is LOSS_KEYS else keys
         handles = []
         for axis, names, style in ((ax, keys, "-"), (ax.twinx() if right_keys else None, right_keys, "--")):
             for key in names:

@@ -1,0 +1,42 @@
+"""Evaluate one encoder on a dataset's query/gallery split (spec §6): the test of training and ``dmireid evaluate``.
+
+    metrics = evaluate_model(model, dataset, cfg, device)   # {mAP, rank1, rank5, rank10, mINP}; None off rank 0
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import distributed as dist
+from ..evaluation import evaluate
+from .extraction import extract_features
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_model(model: torch.nn.Module, dataset, cfg: Any, device: torch.device | str, progress: bool = True,
+                   amp: bool | torch.dtype | None = False, channels_last: bool = False,
+                   rerank: bool = False) -> dict[str, float] | None:
+    """Query/gallery evaluation of one encoder; returns {mAP, rank1, rank5, rank10, mINP} on rank 0.
+
+    ``dataset``: has ``query`` and ``gallery`` lists of ``(path, pid, camid)``. ``cfg``: read for
+    ``data.height``, ``data.width``, ``data.num_workers`` and ``train.extract_batch_size`` only.
+    Every rank must call it (the extraction is sharded under torchrun); ranks other than 0 get None.
+    """
+    samples = dataset.query + dataset.gallery
+    feats, _ = extract_features(model, samples, cfg.data.height, cfg.data.width, cfg.train.extract_batch_size,
+                                device, cfg.data.num_workers, amp=amp, channels_last=channels_last,
+                                progress=progress, description="extract query+gallery")
+    if not dist.is_main():
+        return None
+    nq = len(dataset.query)
+    pids = np.array([s[1] for s in samples])
+    cams = np.array([s[2] for s in samples])
+    result = evaluate(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], rerank=rerank)
+    cmc = result["cmc"]
+    return {"mAP": float(result["mAP"]), "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]),
+            "mINP": float(result["mINP"])}
