@@ -228,11 +228,18 @@ LEGACY_SYNTHETIC_KEYS = {"synthetic_ids": "num_ids", "synthetic_cameras": "num_c
                          "synthetic_height": "height", "synthetic_width": "width"}
 
 
+# keys added after 0.1 whose default is not what a 0.1 run did: a 0.1 run resumes/evaluates as it trained
+BEHAVIOUR_OF_0_1 = (("data", "camera_rule", "spread"), ("data", "erasing", "torchvision"),
+                    ("memory", "ema_forward", "eval"), ("memory", "ema_buffers", True),
+                    ("train", "amp_extract", True))
+
+
 def upgrade_config_dict(values: dict[str, Any]) -> dict[str, Any]:
     """Map keys written by earlier dmireid versions to today's (returns a new nested dict).
 
     - ``data.synthetic_*`` (0.1) -> ``data.options`` (dropped for a dataset that is not synthetic);
-    - ``memory.dcp_margin: m`` (0.1, applied to ``hard`` sets only) -> ``memory.dcp_margins``, one per set.
+    - ``memory.dcp_margin: m`` (0.1, applied to ``hard`` sets only) -> ``memory.dcp_margins``, one per set;
+    - a 0.1 config gets 0.1's behaviour for keys added since (``BEHAVIOUR_OF_0_1``), not today's defaults.
     """
     values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (values or {}).items()}
     data = values.get("data")
@@ -241,7 +248,11 @@ def upgrade_config_dict(values: dict[str, Any]) -> dict[str, Any]:
         if str(data.get("name", "synthetic")) == "synthetic":
             data["options"] = {**old, **(data.get("options") or {})}
     memory = values.get("memory")
-    if isinstance(memory, dict) and "dcp_margin" in memory:
+    if isinstance(memory, dict) and "dcp_margin" in memory:  # a whole 0.1 config (it wrote every key)
+        for section, key, old_value in BEHAVIOUR_OF_0_1:
+            values.setdefault(section, {})
+            if isinstance(values[section], dict):
+                values[section].setdefault(key, old_value)
         margin = memory.pop("dcp_margin")
         if "dcp_margins" not in memory:
             rules = memory.get("dcp_updates") or MemoryConfig().dcp_updates

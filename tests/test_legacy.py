@@ -57,6 +57,7 @@ def test_old_keys_are_mapped():
     assert upgrade_config_dict({"data": {"name": "market1501", "synthetic_ids": 5}})["data"] == {"name": "market1501"}
     cfg = load_config(base=old)
     assert cfg.data.options["num_ids"] == 24 and cfg.memory.dcp_margins == [0.0, 0.0]
+    assert (cfg.data.camera_rule, cfg.data.erasing, cfg.memory.ema_forward) == ("spread", "torchvision", "eval")
 
 
 def load_checkpoint_config() -> dict:
@@ -91,7 +92,7 @@ def test_legacy_run_resumes(legacy_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(legacy_run, run)
-    cfg = load_config(run / "config.yaml", [f"output_dir={run}", f"data.root={tmp_path / 'synth'}",
-                                            "train.epochs=3", *OLD_VARIANT])
+    cfg = load_config(run / "config.yaml", [f"output_dir={run}", f"data.root={tmp_path / 'synth'}", "train.epochs=3"])
+    assert (cfg.data.camera_rule, cfg.memory.ema_forward, cfg.memory.ema_buffers) == ("spread", "eval", True)
     results = train(cfg, resume=run, progress=False)
     assert results["last"]["epoch"] == 2 and load_checkpoint(run / "last.pt")["epoch"] == 3

@@ -20,11 +20,12 @@ _LAZY = {
     "FeatureExtractor": "dmireid.inference",
     "save_checkpoint": "dmireid.checkpoint", "load_checkpoint": "dmireid.checkpoint",
     "Hook": ".hooks", "ProgressHook": ".hooks", "EvaluationHook": ".hooks", "MetricsHook": ".hooks",
-    "CheckpointHook": ".hooks",
+    "CheckpointHook": ".hooks", "PseudoLabelsHook": ".hooks",
 }
 
 __all__ = ["train", "Trainer", "evaluate_model", "extract_features", "save_checkpoint", "load_checkpoint",
-           "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook", "FeatureExtractor"]
+           "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook", "PseudoLabelsHook",
+           "FeatureExtractor"]
 
 
 def __getattr__(name):

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -15,33 +14,17 @@ import numpy as np
 import torch
 
 from .. import distributed as dist
+from .. import models
 from ..config import Config
 from ..config_validation import check_pretrained_file
 from ..data import load_dataset
+from ..devices import autocast, autocast_dtype, needs_grad_scaler, resolve_device
 from ..errors import DmireidError
-from ..evaluation import evaluate
-from .. import models
+from ..inference import evaluate_model, extract_features
 from ..run_files import LAST_CHECKPOINT
-from .features import extract_features
 from .state import seed_everything
 
 log = logging.getLogger("dmireid.train")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available else cpu; asking for CUDA without one is a one-line error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DmireidError(f"device={name} was asked for but no CUDA device is available (use device=cpu or auto)")
-    return torch.device(name)
-
-
-def autocast_dtype(device: torch.device, enabled: bool, requested: str = "bf16") -> torch.dtype | None:
-    """The autocast dtype: None on CPU or when disabled; bf16 when asked and supported, else fp16."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if requested == "bf16" and torch.cuda.is_bf16_supported() else torch.float16
 
 
 def build_model_from_config(cfg: Config) -> torch.nn.Module:
@@ -125,7 +108,7 @@ class TrainingSession:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
         self.optimizer, self.scheduler = self.make_optimizer()
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
 
     def check_divisible(self) -> None:
         clusters = self.cfg.train.batch_size // self.cfg.data.num_instances
@@ -138,9 +121,9 @@ class TrainingSession:
         return self.cfg.model.channels_last and self.device.type == "cuda"
 
     @property
-    def extract_amp(self) -> bool:
-        """Whether feature extraction (pseudo-labels, evaluation) runs under autocast."""
-        return self.amp_dtype is not None and self.cfg.train.amp_extract
+    def extract_amp(self) -> torch.dtype | None:
+        """The autocast dtype of feature extraction (pseudo-labels, evaluation); None = fp32."""
+        return self.amp_dtype if self.cfg.train.amp_extract else None
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -148,9 +131,7 @@ class TrainingSession:
 
     def autocast(self):
         """Autocast with the run's dtype on CUDA (fp32 elsewhere)."""
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def load_data(self):
         data = self.cfg.data
@@ -215,23 +196,6 @@ class TrainingSession:
         log.info("%s", objective)
         log.info("device %s (world size %d), amp %s (extraction %s), bn_group_size %d, labeler %s, "
                  "pseudo-labels eps %.2f k1 %d k2 %d, sampler camera_rule %s, erasing %s",
-                 self.device, self.world_size, self.amp_dtype, "amp" if self.extract_amp else "fp32",
+                 self.device, self.world_size, self.amp_dtype, self.extract_amp or "fp32",
                  c.model.bn_group_size, c.pseudo_labels.labeler, c.pseudo_labels.eps, c.pseudo_labels.k1,
                  c.pseudo_labels.k2, c.data.camera_rule, c.data.erasing)
-
-
-def evaluate_model(model, dataset, cfg: Config, device, progress=True, amp=False, channels_last=False, rerank=False):
-    """Query/gallery evaluation of one encoder; returns {mAP, rank1, rank5, rank10, mINP} (rank 0)."""
-    samples = dataset.query + dataset.gallery
-    feats, _ = extract_features(model, samples, cfg.data.height, cfg.data.width, cfg.train.extract_batch_size,
-                                device, cfg.data.num_workers, amp=amp, channels_last=channels_last,
-                                progress=progress, description="extract query+gallery")
-    if not dist.is_main():
-        return None
-    nq = len(dataset.query)
-    pids = np.array([s[1] for s in samples])
-    cams = np.array([s[2] for s in samples])
-    result = evaluate(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], rerank=rerank)
-    cmc = result["cmc"]
-    return {"mAP": float(result["mAP"]), "rank1": float(cmc[0]), "rank5": float(cmc[4]), "rank10": float(cmc[9]),
-            "mINP": float(result["mINP"])}

@@ -16,6 +16,7 @@ Three kinds of files load:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any
@@ -24,21 +25,19 @@ import torch
 
 from ..config import load_config
 from ..errors import DmireidError
-from ..models import build_model
+from ..models import build_model, build_model_from_config
 
 log = logging.getLogger(__name__)
 
 ENCODERS = ("online", "momentum")
 DEFAULT_SIZE = (256, 128)
-MODEL_KEYS = ("arch", "pretrained", "pooling", "gem_p", "last_stride", "bn_group_size")
 
 
-def model_from_config(model_cfg: Any, **changes) -> torch.nn.Module:
-    """:func:`dmireid.models.build_model` from a config's ``model`` section (duck-typed: arch,
-    pretrained, pooling, gem_p, last_stride, bn_group_size); ``changes`` replace those fields."""
-    values = {key: getattr(model_cfg, key) for key in MODEL_KEYS}
-    values.update(changes)
-    return build_model(values.pop("arch"), **values)
+def model_from_config(model_cfg: Any, input_size: tuple[int, int] | None = None, **changes) -> torch.nn.Module:
+    """:func:`dmireid.models.build_model_from_config` of a config's ``model`` section, ``changes``
+    replacing its fields (e.g. ``pretrained=None``); ``input_size`` (H, W) sizes a ViT's position grid."""
+    return build_model_from_config(dataclasses.replace(model_cfg, **changes) if changes else model_cfg,
+                                   input_size=input_size)
 
 
 def pick_encoder(state: dict, encoder: str | None, source: str) -> tuple[str, dict]:
@@ -144,6 +143,6 @@ def _load_dmireid(state: dict, encoder: str | None, source: str):
     encoder, weights = pick_encoder(state, encoder, source)
     # the checkpoint holds every weight (no download or file needed); eval mode uses running
     # statistics, so ghost BatchNorm groups make no difference
-    model = model_from_config(cfg.model, pretrained=None, bn_group_size=0)
+    model = model_from_config(cfg.model, (cfg.data.height, cfg.data.width), pretrained=None, bn_group_size=0)
     load_weights(model, weights, source)
     return model.eval(), encoder, cfg, (cfg.data.height, cfg.data.width)
