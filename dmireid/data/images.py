@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from .samples import Sample
 
@@ -63,7 +63,7 @@ class ImageDataset(torch.utils.data.Dataset):
 def check_images(paths: Sequence[str], progress: bool = True) -> list[tuple[str, str]]:
     """Decode every image; returns ``(path, reason)`` for each one that cannot be read."""
     bad = []
-    for path in tqdm(paths, desc="checking images", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="checking images", unit="img", enabled=progress):
         try:
             with Image.open(path) as image:
                 image.load()

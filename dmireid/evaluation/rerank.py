@@ -36,7 +36,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
+from dmireid.progress import progress_bar
 
 from dmireid.errors import DmireidError
 from dmireid.pseudo_labels import kreciprocal as kr
@@ -106,7 +106,7 @@ class KReciprocalReranker:
         list_len = min(n, max(self.k1 + 1, self.k2))
 
         # 1. one streamed pass: top candidates of every row and the column of its maximum
-        bar = tqdm(total=n, desc="rerank: distances", disable=not progress, leave=False)
+        bar = progress_bar(total=n, desc="rerank: distances", enabled=progress, leave=False)
         try:
             cand, cand_d, arg_max = blocked_topk(
                 x, min(n, list_len + CANDIDATE_PAD), self._block, with_max=True, progress=bar
