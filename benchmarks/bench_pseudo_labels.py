@@ -170,7 +170,8 @@ def worker(args) -> dict:
 
     from dmireid.pseudo_labels import cluster, label_quality
     from dmireid.pseudo_labels.jaccard import jaccard_from_rank
-    from dmireid.pseudo_labels.neighbours import as_features, knn_lists
+    from dmireid.pseudo_labels.neighbours import as_features
+    from dmireid.pseudo_labels.sharded import knn_lists
 
     x, labels = make_features(args.n, args.d, seed=args.seed)
     out = {"variant": args.variant, "n": args.n, "d": args.d, "k1": args.k1, "k2": args.k2,

@@ -3,18 +3,22 @@
 Public API (contract, see docs/architecture.md)::
 
     knn(features, k, backend="auto", block_size=None) -> (distances N×k float32, indices N×k int64)
-    jaccard_distance(features, k1=30, k2=6, max_distance=None, knn_backend="auto", progress=True)
-        -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1, explicit zeros kept)
+    knn_lists_sharded(x, k, backend="auto", block_size=None, collective=True)   # rows split over ranks
+    jaccard_distance(features, k1=30, k2=6, max_distance=None, knn_backend="auto", progress=True,
+                     collective=False) -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1, explicit zeros kept)
     cluster(distance, eps, min_samples=4) -> np.ndarray int64 labels (-1 outlier, 0..C-1)
     label_quality(pseudo_labels, true_pids) -> {"nmi", "ari", "pair_precision", "pair_recall"}
-    JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend)(features) -> labels   # the method's labeler
+    JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend, progress, device)(features) -> labels  # collective
     build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
 
 Decisions (documented in the modules):
 
 - Neighbour order: (squared Euclidean distance, index) — ties go to the smaller index — with the
-  point itself forced to position 0; near-ties are re-ordered on float64 distances, so the exact
-  backends (faiss, torch) return identical lists (:mod:`.neighbours`).
+  point itself forced to position 0; near-ties are re-ordered on float64 distances and every kept
+  distance is recomputed in float64, so the exact backends (faiss, torch) return identical lists
+  for any block size, thread count or number of ranks (:mod:`.neighbours`, :mod:`.sharded`).
+- Under torchrun the labeler is collective: each rank searches a shard of the kNN rows, rank 0
+  computes the Jaccard graph and DBSCAN (:mod:`.sharded`).
 - Off-by-ones of spec §3: one kNN search with k = k1, R(i, k) = rank[i, :k+1] (so R(i, k1) is all
   k1 entries), expansion over the first round(k1/2)+1 entries (:mod:`.kreciprocal`).
 - N < k1: k1 is clamped to N with a warning (k2 to k1); N < 2 is a DmireidError.
@@ -26,7 +30,7 @@ Decisions (documented in the modules):
 from dmireid.pseudo_labels.clustering import cluster, label_quality
 from dmireid.pseudo_labels.jaccard import jaccard_distance
 from dmireid.pseudo_labels.labeler import LABELERS, JaccardDBSCAN, Labeler, build_labeler, register_labeler
-from dmireid.pseudo_labels.neighbours import knn
+from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
-__all__ = ["knn", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN", "build_labeler",
-           "register_labeler", "LABELERS"]
+__all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
+           "build_labeler", "register_labeler", "LABELERS"]

@@ -21,9 +21,11 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from dmireid import distributed as dist
 from dmireid.errors import DmireidError
 from dmireid.pseudo_labels import kreciprocal as kr
-from dmireid.pseudo_labels.neighbours import as_features, knn_lists, resolve_backend, round_half
+from dmireid.pseudo_labels.neighbours import as_features, resolve_backend, round_half
+from dmireid.pseudo_labels.sharded import knn_lists_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ def jaccard_distance(
     max_distance: float | None = None,
     knn_backend: str = "auto",
     progress: bool = True,
-) -> sp.csr_matrix:
+    collective: bool = False,
+) -> sp.csr_matrix | None:
     """k-reciprocal Jaccard distance of spec §3 as a sparse N×N matrix.
 
     Args:
@@ -85,10 +88,14 @@ def jaccard_distance(
         knn_backend: see :func:`dmireid.pseudo_labels.neighbours.knn` (``auto``, ``faiss``, ``torch``,
             ``faiss-hnsw``).
         progress: show a tqdm bar over the phases (the timings are logged either way at INFO).
+        collective: every rank of the process group calls this with the same features; the kNN
+            search is split by rows over the ranks (:mod:`.sharded`) and rank 0 alone computes
+            the graph. ``False``: this process does all of it.
 
     Returns:
         ``scipy.sparse.csr_matrix`` N×N float32 — see the module docstring for the storage
         contract (absent = 1, explicit zeros kept, diagonal stored as exactly 0, symmetric).
+        ``None`` on the ranks other than 0 when ``collective``.
 
     Raises:
         DmireidError: non-finite features, N < 2, invalid k1/k2/max_distance/backend.
@@ -114,11 +121,14 @@ def jaccard_distance(
         k1 = n
     k2 = min(k2, k1)
     resolve_backend(knn_backend)  # fail early on an unusable backend
-    phases = _Phases(_PHASES, progress)
+    main = not collective or dist.is_main()
+    phases = _Phases(_PHASES, progress and main)
     try:
         phases.start("kNN")
-        rank_dist, rank = knn_lists(x, k1, backend=knn_backend)
-        phases.done("kNN", f"N={n}, k1={k1}, backend={knn_backend}")
+        rank_dist, rank = knn_lists_sharded(x, k1, backend=knn_backend, collective=collective)
+        phases.done("kNN", f"N={n}, k1={k1}, backend={knn_backend}, ranks={dist.world_size() if collective else 1}")
+        if not main:
+            return None
         xn = np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)
         out = jaccard_from_rank(xn, rank, k1, k2, max_distance, rank_dist=rank_dist, _phases=phases)
     finally:

@@ -7,7 +7,8 @@ A labeler is any callable ``labeler(features) -> labels`` (see :class:`Labeler`)
 one (k-means, InfoMap, ...) with :func:`register_labeler` and select it with
 ``pseudo_labels.labeler=NAME`` (its own settings in ``pseudo_labels.options``). The trainer calls
 a labeler on rank 0 only and broadcasts the labels, unless the labeler sets ``collective = True``
-(then every rank calls it and rank 0's result is used).
+(then every rank calls it and rank 0's result is used): ``JaccardDBSCAN`` is collective, its kNN
+search is split over the ranks.
 """
 
 from __future__ import annotations
@@ -49,15 +50,23 @@ class JaccardDBSCAN:
     """k-reciprocal Jaccard distance (spec §3) + DBSCAN (spec §1.3): the method's labeler.
 
     ``k1`` is capped at N-1 and ``k2`` at ``k1`` (so small folders work); the Jaccard graph keeps
-    only pairs ≤ ``eps`` (all DBSCAN needs).
+    only pairs ≤ ``eps`` (all DBSCAN needs). Collective: under ``torch.distributed`` every rank
+    calls it with the same features, each searches a shard of the kNN rows
+    (:mod:`.sharded`), and rank 0 computes the graph and DBSCAN and returns the labels; the other
+    ranks return ``None`` (the caller broadcasts rank 0's). Labels do not depend on the number
+    of ranks. ``device``: where the torch kNN backend searches (``None``: the features' device;
+    faiss uses the current CUDA device when it has GPUs).
     """
 
+    collective = True
+
     def __init__(self, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4,
-                 knn_backend: str = "auto", progress: bool = True):
+                 knn_backend: str = "auto", progress: bool = True, device: str | torch.device | None = None):
         if not 0 < eps < 1:
             raise DmireidError(f"pseudo_labels.eps must be in (0, 1), got {eps}")
         self.k1, self.k2, self.eps, self.min_samples = int(k1), int(k2), float(eps), int(min_samples)
         self.knn_backend, self.progress = knn_backend, progress
+        self.device = None if device is None else torch.device(device)
 
     def __repr__(self) -> str:
         return (f"JaccardDBSCAN(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
@@ -68,13 +77,17 @@ class JaccardDBSCAN:
         k1 = max(1, min(self.k1, n - 1))
         return k1, max(1, min(self.k2, k1))
 
-    def __call__(self, features: torch.Tensor) -> np.ndarray:
+    def __call__(self, features: torch.Tensor) -> np.ndarray | None:
         n = len(features)
         if n < 2:
             raise DmireidError(f"clustering needs at least 2 images, got {n}")
         k1, k2 = self.capped(n)
+        if self.device is not None:
+            features = torch.as_tensor(features).to(self.device)
         distance = jaccard_distance(features, k1=k1, k2=k2, max_distance=self.eps, knn_backend=self.knn_backend,
-                                    progress=self.progress)
+                                    progress=self.progress, collective=True)
+        if distance is None:  # not rank 0: rank 0 holds the labels
+            return None
         return np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
 
 

@@ -21,8 +21,11 @@ Every backend follows the same two steps:
 Hence the exact backends return identical neighbour lists (same order, not only the same sets),
 equal to what a stable ``argsort`` of each dense float64 distance row gives with the point itself
 moved to the front (the test suite's reference), as long as float32 search errors stay below the
-bound (measured < 1e-6 on 2048-d unit features). Distances are the search's float32 values for
-unambiguous rows and the float64 recomputation for rescored ones.
+bound (measured < 1e-6 on 2048-d unit features). Each row's list depends only on that row's
+candidates, so the rows may be searched in any split (:mod:`.sharded` splits them over ranks).
+:func:`neighbour_lists` returns the search's float32 distances for unambiguous rows and the
+float64 recomputation for rescored ones; :mod:`.sharded` (``knn``, the labeler) then recomputes
+every kept distance in float64, because float32 search values depend on BLAS tiling and threads.
 """
 
 from __future__ import annotations
@@ -255,66 +258,85 @@ def neighbour_lists(
     self_first: bool,
     block_size: int | None = None,
     exact: bool = True,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Final ordered lists from float32 candidates (see the module docstring).
 
+    ``candidates`` (R×c) belong to the query rows ``rows`` (global ids, default all N rows).
     Rows whose float32 order is unambiguous keep the search distances; the others are rescored
     in float64, and their candidate window is doubled (exact torch search of those rows only)
     while a point outside it could still tie with the last kept one. With ``exact=False``
-    (approximate candidates) no window is widened. Returns ``(distances N×k float64, indices N×k
-    int64)``.
+    (approximate candidates) no window is widened. Each row's result depends only on its own
+    candidates, so any split of the rows gives the same lists. Returns ``(distances R×k float64,
+    indices R×k int64)``.
     """
     n = xn.shape[0]
-    rows = np.arange(n, dtype=np.int64)
+    rows = np.arange(n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    pos = np.arange(len(rows), dtype=np.int64)  # positions in the output
     tol = search_tolerance(xn)
     c = candidates.shape[1]
     if cand_dist is None:
         dist, idx, todo = rescore(xn, rows, candidates, k, self_first, tol)
-        todo = rows[todo] if exact else rows[:0]
+        todo = pos[todo] if exact else pos[:0]
     else:
         dist, idx, amb = _order(n, rows, candidates, cand_dist, k, self_first, tol)
-        amb_rows = rows[amb]
-        todo = rows[:0]
-        if len(amb_rows):
-            d2, i2, w2 = rescore(xn, amb_rows, candidates[amb_rows], k, self_first, tol)
-            dist[amb_rows], idx[amb_rows] = d2, i2
-            todo = amb_rows[w2] if exact else rows[:0]
-        logger.debug("knn: %d of %d rows rescored in float64", len(amb_rows), n)
+        amb_pos = pos[amb]
+        todo = pos[:0]
+        if len(amb_pos):
+            d2, i2, w2 = rescore(xn, rows[amb_pos], candidates[amb_pos], k, self_first, tol)
+            dist[amb_pos], idx[amb_pos] = d2, i2
+            todo = amb_pos[w2] if exact else pos[:0]
+        logger.debug("knn: %d of %d rows rescored in float64", len(amb_pos), len(rows))
     while len(todo) and c < n:
         c = min(n, 2 * c)
         logger.debug("knn: widening the candidate window of %d rows to %d", len(todo), c)
-        cand, _, _ = blocked_topk(x, c, block_size, rows=todo)
-        d2, i2, w2 = rescore(xn, todo, cand, k, self_first, tol)
+        cand, _, _ = blocked_topk(x, c, block_size, rows=rows[todo])
+        d2, i2, w2 = rescore(xn, rows[todo], cand, k, self_first, tol)
         dist[todo], idx[todo] = d2, i2
         todo = todo[w2]
     return dist, idx
 
 
-def _faiss_candidates(faiss, xn: np.ndarray, c: int, approximate: bool) -> tuple[np.ndarray, np.ndarray]:
+def _rows_of(xn: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``xn[rows]`` as a view when ``rows`` is a contiguous range (a rank's shard), else a copy."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+        return xn[rows[0] : rows[-1] + 1]
+    return np.ascontiguousarray(xn[rows])
+
+
+def faiss_candidates(
+    faiss, xn: np.ndarray, c: int, approximate: bool, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``c`` nearest rows of ``xn`` (float32 squared distances, unordered ties) for the query
+    rows ``rows`` (default all): exact brute force (a ``GpuIndexFlatL2`` on the current CUDA
+    device when faiss has GPUs) or an HNSW graph. Returns ``(indices R×c int64, distances R×c)``."""
     n, d = xn.shape
+    queries = xn if rows is None else _rows_of(xn, np.asarray(rows, dtype=np.int64))
     if approximate:
         index = faiss.IndexHNSWFlat(d, 32)
         index.hnsw.efConstruction = 80
         index.add(xn)
         index.hnsw.efSearch = max(2 * c, 64)
-        dist, idx = index.search(xn, c)
+        dist, idx = index.search(queries, c)
         return idx.astype(np.int64, copy=False), dist
     use_gpu = False
     try:
         use_gpu = faiss.get_num_gpus() > 0 and torch.cuda.is_available()
     except AttributeError:
         use_gpu = False
-    if use_gpu:
+    if use_gpu:  # this rank's GPU (torchrun: the trainer set it from LOCAL_RANK)
         res = faiss.StandardGpuResources()
-        index = faiss.GpuIndexFlatL2(res, d)
+        config = faiss.GpuIndexFlatConfig()
+        config.device = torch.cuda.current_device()
+        index = faiss.GpuIndexFlatL2(res, d, config)
         index.add(xn)
-        dist, idx = index.search(xn, c)
+        dist, idx = index.search(queries, c)
     elif hasattr(faiss, "knn"):
-        dist, idx = faiss.knn(xn, xn, c)  # brute force on our array: no index copy of the data
+        dist, idx = faiss.knn(queries, xn, c)  # brute force on our array: no index copy of the data
     else:  # older faiss
         index = faiss.IndexFlatL2(d)
         index.add(xn)
-        dist, idx = index.search(xn, c)
+        dist, idx = index.search(queries, c)
     return idx.astype(np.int64, copy=False), dist
 
 
@@ -332,67 +354,10 @@ def resolve_backend(backend: str):
     return backend, faiss
 
 
-def knn_lists(
-    x: torch.Tensor, k: int, backend: str = "auto", block_size: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`knn` on a validated tensor, distances in float64 (internal entry point)."""
-    backend, faiss = resolve_backend(backend)
-    n = x.shape[0]
-    c = min(n, k + CANDIDATE_PAD)
-    xn = _to_numpy(x)
-    if backend == "torch":
-        cand, cdist, _ = blocked_topk(x, c, block_size)
-    else:
-        cand, cdist = _faiss_candidates(faiss, xn, c, approximate=(backend == "faiss-hnsw"))
-    if backend == "faiss-hnsw":
-        bad = ((cand < 0) | (cand >= n)).sum(axis=1) > c - k
-        if bad.any():  # the graph returned too few results: exact search for those rows
-            logger.warning("knn: faiss-hnsw returned fewer than k results for %d rows; exact search for them",
-                           int(bad.sum()))
-            cand[bad], cdist[bad], _ = blocked_topk(x, c, block_size, rows=np.flatnonzero(bad))
-    dist, idx = neighbour_lists(x, xn, cand, cdist, k, True, block_size, exact=(backend != "faiss-hnsw"))
-    np.maximum(dist, 0.0, out=dist)
-    return dist, idx
-
-
-def knn(
-    features,
-    k: int,
-    backend: str = "auto",
-    block_size: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest neighbours of every row among all rows, the row itself first.
-
-    Args:
-        features: N×d float array or tensor (any device; rows need not be normalised).
-        k: list length including the point itself, ``1 <= k <= N``.
-        backend: ``"faiss"`` (exact brute force; GPU index when available), ``"torch"``
-            (exact, blocked matmul + topk on the features' device), ``"faiss-hnsw"``
-            (approximate HNSW graph, for very large N), ``"auto"`` = faiss when importable else
-            torch.
-        block_size: rows per distance block of the torch backend (default: ~256 MiB blocks).
-
-    Returns:
-        ``(distances, indices)``: N×k float32 squared Euclidean distances and N×k int64 indices,
-        ``indices[i, 0] == i`` and ``distances[i, 0] == 0``; the rest in (distance, index) order
-        (ties → smaller index first; see the module docstring). Exact backends return identical
-        indices; distances agree to float32 search precision (~1e-6).
-
-    Complexity: exact backends O(N²·d) time; memory O(N·k) plus one block (torch) or faiss's
-    internal tiles; rescoring adds O(R·(k+pad)·d) for the R rows with near-ties.
-    """
-    x = as_features(features)
-    n = x.shape[0]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 or k > n:
-        raise DmireidError(f"knn: k must be an integer in [1, N={n}], got {k!r}")
-    dist, idx = knn_lists(x, int(k), backend, block_size)
-    return dist.astype(np.float32), idx
-
-
 def round_half(k1: int) -> int:
     """``round(k1 / 2)`` as numpy rounds it (half to even), the peers' expansion size."""
     return int(np.around(k1 / 2.0))
 
 
-__all__ = ["knn", "knn_lists", "as_features", "blocked_topk", "rescore", "neighbour_lists", "pair_sqdist",
+__all__ = ["as_features", "blocked_topk", "faiss_candidates", "rescore", "neighbour_lists", "pair_sqdist",
            "pair_dot", "round_half", "resolve_backend", "search_tolerance"]
