@@ -1,6 +1,7 @@
 """Pseudo-label step benchmark: sparse k-reciprocal Jaccard + DBSCAN vs the dense peer algorithm.
 
     python benchmarks/bench_pseudo_labels.py [--quick] [--sizes N[:d] ...] [--eps 0.6]
+    python benchmarks/bench_pseudo_labels.py --ranks 2 --sizes 32621      # kNN split over 2 processes
 
 Every measurement runs in a fresh subprocess (``--worker``) that prints one JSON line: wall time
 and peak RSS per phase (kNN, Jaccard = every post-kNN step, DBSCAN). Peak RSS per phase comes
@@ -20,6 +21,13 @@ ship, re-implemented here; skipped where it would not fit in memory) and, at the
 
 Targets: post-kNN ≤ 0.1× reference at N = 32,621; whole step ≤ 0.6×; peak memory with
 max_distance=eps ≤ 0.1× the reference's; N = 200,000 (d = 128) peak < 8 GiB.
+
+``--ranks R`` (R > 1) runs instead, per size, the labeler's step (kNN split by rows over the
+ranks with :func:`~dmireid.pseudo_labels.knn_lists_sharded`, then Jaccard with
+``max_distance=eps`` and DBSCAN on rank 0, labels broadcast) once as 1 process and once as R
+gloo processes (``torch.distributed.run --standalone``), each with ``--threads`` threads (1), and
+prints both kNN times (rank 0's wall: its shard, the wait for the others and the gather), the
+whole step, their ratios and whether the labels are identical. Target: kNN ≤ 0.6× with 2 ranks.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from pl_support import hwm_kib, reference_jaccard, reset_hwm, rss_kib  # next to this file
 
 # generator constants: identity spread within a look-alike group, image noise, camera shift
 ID_SPREAD, NOISE, CAM = 0.75, 0.8, 0.4
@@ -77,87 +87,7 @@ def make_features(n: int, d: int, seed: int = 0, per_id: int = 17, group: int = 
 
 
 # ----------------------------------------------------------------------------------------------
-# dense reference (the peers' algorithm, written for this benchmark)
-def reference_jaccard(x, rank, k1, k2):
-    """Dense N×N float32 k-reciprocal Jaccard distance with per-row Python loops (peer form)."""
-    import numpy as np
-
-    n = x.shape[0]
-    half = int(np.around(k1 / 2))
-
-    def reciprocal(i, k):
-        fwd = rank[i, : k + 1]
-        back = rank[fwd, : k + 1]
-        return fwd[np.where(back == i)[0]]
-
-    s_sets = [reciprocal(i, k1) for i in range(n)]
-    c_sets = [reciprocal(i, half) for i in range(n)]
-    v = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        s = s_sets[i]
-        expanded = s
-        for j in s:
-            c = c_sets[j]
-            if len(np.intersect1d(c, s)) > 2 / 3 * len(c):
-                expanded = np.append(expanded, c)
-        expanded = np.unique(expanded)
-        d = 2 - 2 * (x[expanded] @ x[i])
-        w = np.exp(-(d - d.min()))
-        v[i, expanded] = w / w.sum()
-    del s_sets, c_sets
-    if k2 != 1:
-        v_qe = np.zeros_like(v)
-        for i in range(n):
-            v_qe[i] = v[rank[i, :k2]].mean(axis=0)
-        v = v_qe
-        del v_qe
-    inv = [np.where(v[:, col] != 0)[0] for col in range(n)]
-    dist = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        acc = np.zeros(n, dtype=np.float32)
-        cols = np.where(v[i] != 0)[0]
-        for col in cols:
-            rows = inv[col]
-            acc[rows] += np.minimum(v[i, col], v[rows, col])
-        dist[i] = 1 - acc / (2 - acc)
-    del inv, v
-    dist[dist < 0] = 0
-    return dist
-
-
-# ----------------------------------------------------------------------------------------------
 # worker
-def _hwm_kib() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _rss_kib() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def worker(args) -> dict:
     import faiss
     import numpy as np
@@ -179,16 +109,16 @@ def worker(args) -> dict:
     import gc
 
     gc.collect()
-    base = _rss_kib()  # resident after imports and feature generation, before the step
+    base = rss_kib()  # resident after imports and feature generation, before the step
     out["baseline_rss_mib"] = base / 1024
     per_phase = True
 
     def phase(name, fn):
         nonlocal per_phase
-        per_phase = _reset_hwm() and per_phase
+        per_phase = reset_hwm() and per_phase
         t = time.perf_counter()
         result = fn()
-        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": _hwm_kib() / 1024}
+        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": hwm_kib() / 1024}
         return result
 
     if args.variant == "reference":
@@ -205,7 +135,7 @@ def worker(args) -> dict:
         labels_pred = phase("dbscan", lambda: DBSCAN(eps=args.eps, min_samples=4, metric="precomputed",
                                                     n_jobs=1).fit_predict(dist))
     else:
-        backend = "faiss-hnsw" if args.variant == "ours-hnsw" else "faiss"
+        backend = "faiss-hnsw" if args.variant == "ours-hnsw" else args.backend
         rank_dist, rank = phase("knn", lambda: knn_lists(as_features(x), args.k1, backend=backend))
         max_d = args.eps if args.variant == "ours-eps" else None
         graph = phase("jaccard", lambda: jaccard_from_rank(x, rank, args.k1, args.k2, max_distance=max_d,
@@ -236,12 +166,102 @@ def worker(args) -> dict:
     return out
 
 
+def sharded_worker(args) -> dict | None:
+    """The labeler's step on this process's share of the ranks (torchrun) or alone; rank 0 reports."""
+    import faiss
+    import numpy as np
+    import torch
+    import torch.distributed as td
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
+    import sklearn.cluster  # noqa: F401  (imported once by a training process; not timed)
+
+    from dmireid import distributed as dist
+    from dmireid.pseudo_labels import cluster, label_quality
+    from dmireid.pseudo_labels.jaccard import jaccard_from_rank
+    from dmireid.pseudo_labels.neighbours import as_features
+    from dmireid.pseudo_labels.sharded import knn_lists_sharded, shard_bounds
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        td.init_process_group("gloo")
+    rank, world = dist.rank(), dist.world_size()
+    x, labels = make_features(args.n, args.d, seed=args.seed)
+    xt = as_features(x)
+    out = {"variant": f"{world} proc", "n": args.n, "d": args.d, "k1": args.k1, "k2": args.k2, "eps": args.eps,
+           "threads": args.threads, "ranks": world, "phases": {}}
+    out["baseline_rss_mib"] = rss_kib() / 1024
+
+    def phase(name, fn):
+        reset_hwm()
+        t = time.perf_counter()
+        result = fn()
+        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": hwm_kib() / 1024}
+        return result
+
+    dist.barrier()
+    start = time.perf_counter()
+    rank_dist, rank_lists = phase("knn", lambda: knn_lists_sharded(xt, args.k1, backend=args.backend))
+    knn_walls = dist.all_gather_cat(torch.tensor([out["phases"]["knn"]["wall_s"]], dtype=torch.float64)).tolist()
+    found = torch.zeros(args.n, dtype=torch.int64)
+    if rank == 0:
+        graph = phase("jaccard", lambda: jaccard_from_rank(x, rank_lists, args.k1, args.k2, max_distance=args.eps,
+                                                           rank_dist=rank_dist))
+        found = torch.from_numpy(phase("dbscan", lambda: cluster(graph, eps=args.eps)))
+    labels_pred = dist.broadcast(found).numpy()
+    whole = time.perf_counter() - start
+    dist.cleanup()
+    if rank != 0:
+        return None
+    out["knn_wall_per_rank_s"] = knn_walls
+    out["rows_per_rank"] = [e - s for s, e in (shard_bounds(args.n, r, world) for r in range(world))]
+    out["total_wall_s"] = whole
+    out["peak_rss_mib"] = max(p["peak_rss_mib"] for p in out["phases"].values())
+    out["clusters"] = int(labels_pred.max()) + 1
+    out["outliers"] = int((labels_pred < 0).sum())
+    out["label_quality"] = label_quality(labels_pred, labels)
+    if args.labels_out:
+        np.save(args.labels_out, labels_pred)
+    return out
+
+
+def compare_ranks(n, d, args) -> list[dict]:
+    """1 process vs ``args.ranks`` processes on the same features; prints times and ratios."""
+    import numpy as np
+
+    tmp = tempfile.mkdtemp(prefix="bench_pl_ranks_")
+    rows = {}
+    for ranks in (1, args.ranks):
+        r = run_worker("sharded", n, d, args, labels_out=os.path.join(tmp, f"{ranks}.npy"), ranks=ranks)
+        if r is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return list(rows.values())
+        rows[ranks] = r
+        walls = ", ".join(f"{w:.2f}" for w in r["knn_wall_per_rank_s"])
+        print(fmt(r) + f"  kNN wall per rank [{walls}] s, rows per rank {r['rows_per_rank']}", flush=True)
+    one, many = rows[1], rows[args.ranks]
+    same = bool((np.load(os.path.join(tmp, "1.npy")) == np.load(os.path.join(tmp, f"{args.ranks}.npy"))).all())
+    knn_ratio = many["phases"]["knn"]["wall_s"] / one["phases"]["knn"]["wall_s"]
+    whole_ratio = many["total_wall_s"] / one["total_wall_s"]
+    print(f"  {args.ranks} processes vs 1 ({args.threads} thread(s) each): kNN {many['phases']['knn']['wall_s']:.2f} s "
+          f"vs {one['phases']['knn']['wall_s']:.2f} s = {knn_ratio:.3f}x (target <= 0.6x), whole step "
+          f"{many['total_wall_s']:.2f} s vs {one['total_wall_s']:.2f} s = {whole_ratio:.3f}x; "
+          f"labels identical: {same}", flush=True)
+    many["knn_ratio_vs_1"], many["whole_ratio_vs_1"], many["labels_identical_to_1"] = knn_ratio, whole_ratio, same
+    shutil.rmtree(tmp, ignore_errors=True)
+    return [one, many]
+
+
 # ----------------------------------------------------------------------------------------------
 # driver
-def run_worker(variant, n, d, args, labels_out=None) -> dict | None:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, "--n", str(n), "--d", str(d),
+def run_worker(variant, n, d, args, labels_out=None, ranks=1) -> dict | None:
+    launcher = [sys.executable]
+    if ranks > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    # (option names that no torchrun option starts with: its parser would claim "--n")
+    cmd = [*launcher, os.path.abspath(__file__), "--worker", variant, "--rows", str(n), "--dims", str(d),
            "--k1", str(args.k1), "--k2", str(args.k2), "--eps", str(args.eps), "--threads", str(args.threads),
-           "--seed", str(args.seed)]
+           "--seed", str(args.seed), "--backend", args.backend]
     if labels_out:
         cmd += ["--labels-out", labels_out]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads))
@@ -249,7 +269,7 @@ def run_worker(variant, n, d, args, labels_out=None) -> dict | None:
     if proc.returncode != 0:
         print(f"  {variant} N={n}: worker failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
 def fmt(r) -> str:
@@ -273,17 +293,22 @@ def main(argv=None):
     p.add_argument("--k2", type=int, default=6)
     p.add_argument("--threads", type=int, default=1, help="torch / faiss / OpenMP threads per worker")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ranks", type=int, default=1,
+                   help="R > 1: compare the labeler's step as 1 process vs R processes (kNN split by rows)")
+    p.add_argument("--backend", default="faiss", help="kNN backend of our variants (faiss, torch)")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--no-hnsw", action="store_true")
     p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--d", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--rows", dest="n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dims", dest="d", type=int, help=argparse.SUPPRESS)
     p.add_argument("--labels-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         args.variant = args.worker
-        print(json.dumps(worker(args)))
+        result = sharded_worker(args) if args.worker == "sharded" else worker(args)
+        if result is not None:  # rank 0 (or the only process) reports
+            print(json.dumps(result), flush=True)
         return 0
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
     parsed = []
@@ -293,6 +318,11 @@ def main(argv=None):
     results = []
     largest = max(n for n, _ in parsed)
     for n, d in parsed:
+        if args.ranks > 1:
+            print(f"N={n} d={d} (k1={args.k1}, k2={args.k2}, eps={args.eps}, backend={args.backend}, "
+                  f"threads={args.threads} per process)", flush=True)
+            results += compare_ranks(n, d, args)
+            continue
         print(f"N={n} d={d} (k1={args.k1}, k2={args.k2}, eps={args.eps}, threads={args.threads})", flush=True)
         variants = ["ours", "ours-eps"]
         if not args.no_reference and n <= REFERENCE_MAX_N:
