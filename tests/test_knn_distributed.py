@@ -165,3 +165,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path, features, one_process, b
     np.testing.assert_array_equal(got["labels"], labels)
     assert 50 < labels.max() + 1 < len(labels) // 4  # a real clustering, neither one blob nor singletons
     assert "every rank must pass the same features" in str(got["error"])
+
+
+def test_labeler_is_collective_and_searches_on_its_device(features):
+    x = torch.from_numpy(features[:600])
+    default = JaccardDBSCAN(k1=20, eps=0.5, knn_backend="torch", progress=False)
+    on_cpu = JaccardDBSCAN(k1=20, eps=0.5, knn_backend="torch", progress=False, device="cpu")
+    assert JaccardDBSCAN.collective is True and on_cpu.device == torch.device("cpu")
+    labels = default(x)
+    np.testing.assert_array_equal(on_cpu(x.double()), labels)  # moved (and cast) before the search
+    assert labels.dtype == np.int64 and labels.max() >= 1

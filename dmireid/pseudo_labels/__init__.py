@@ -5,7 +5,8 @@ Public API (contract, see docs/architecture.md)::
     knn(features, k, backend="auto", block_size=None) -> (distances N×k float32, indices N×k int64)
     knn_lists_sharded(x, k, backend="auto", block_size=None, collective=True)   # rows split over ranks
     jaccard_distance(features, k1=30, k2=6, max_distance=None, knn_backend="auto", progress=True,
-                     collective=False) -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1, explicit zeros kept)
+                     collective=False) -> scipy.sparse.csr_matrix (N×N float32, stored = pairs < 1,
+                     explicit zeros kept; None on ranks other than 0 when collective)
     cluster(distance, eps, min_samples=4) -> np.ndarray int64 labels (-1 outlier, 0..C-1)
     label_quality(pseudo_labels, true_pids) -> {"nmi", "ari", "pair_precision", "pair_recall"}
     JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend, progress, device)(features) -> labels  # collective

@@ -85,7 +85,7 @@ def jaccard_distance(
         max_distance: ``None`` stores every pair with distance < 1; a float stores only the pairs
             with distance ≤ it (what DBSCAN needs when it is called with ``eps <= max_distance``;
             it cuts memory and time of the output stage).
-        knn_backend: see :func:`dmireid.pseudo_labels.neighbours.knn` (``auto``, ``faiss``, ``torch``,
+        knn_backend: see :func:`dmireid.pseudo_labels.sharded.knn` (``auto``, ``faiss``, ``torch``,
             ``faiss-hnsw``).
         progress: show a tqdm bar over the phases (the timings are logged either way at INFO).
         collective: every rank of the process group calls this with the same features; the kNN
