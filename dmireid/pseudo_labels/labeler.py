@@ -24,6 +24,7 @@ from ..errors import DmireidError
 from ..registry import Registry, call_with_options
 from .clustering import cluster
 from .jaccard import jaccard_distance
+from .sharded import share_from_main
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,8 @@ class JaccardDBSCAN:
     ``k1`` is capped at N-1 and ``k2`` at ``k1`` (so small folders work); the Jaccard graph keeps
     only pairs ≤ ``eps`` (all DBSCAN needs). Collective: under ``torch.distributed`` every rank
     calls it with the same features, each searches a shard of the kNN rows
-    (:mod:`.sharded`), and rank 0 computes the graph and DBSCAN and returns the labels; the other
-    ranks return ``None`` (the caller broadcasts rank 0's). Labels do not depend on the number
-    of ranks. ``device``: where the torch kNN backend searches (``None``: the features' device;
+    (:mod:`.sharded`), rank 0 computes the graph and DBSCAN, and every rank returns rank 0's
+    labels. Labels do not depend on the number of ranks. ``device``: where the torch kNN backend searches (``None``: the features' device;
     faiss uses the current CUDA device when it has GPUs).
     """
 
@@ -77,7 +77,7 @@ class JaccardDBSCAN:
         k1 = max(1, min(self.k1, n - 1))
         return k1, max(1, min(self.k2, k1))
 
-    def __call__(self, features: torch.Tensor) -> np.ndarray | None:
+    def __call__(self, features: torch.Tensor) -> np.ndarray:
         n = len(features)
         if n < 2:
             raise DmireidError(f"clustering needs at least 2 images, got {n}")
@@ -86,9 +86,11 @@ class JaccardDBSCAN:
             features = torch.as_tensor(features).to(self.device)
         distance = jaccard_distance(features, k1=k1, k2=k2, max_distance=self.eps, knn_backend=self.knn_backend,
                                     progress=self.progress, collective=True)
-        if distance is None:  # not rank 0: rank 0 holds the labels
-            return None
-        return np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
+        if distance is None:  # not rank 0: it receives rank 0's labels below
+            labels = np.full(n, -1, dtype=np.int64)
+        else:
+            labels = np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
+        return share_from_main(labels)
 
 
 register_labeler("jaccard_dbscan", JaccardDBSCAN)

@@ -101,7 +101,7 @@ def knn_shard(
     return list_sqdist(xn, rows, idx), idx
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
     """Where the gathered lists travel: the current CUDA device under NCCL, else the CPU."""
     if torch.distributed.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -110,7 +110,7 @@ def _comm_device() -> torch.device:
 
 def _check_same_problem(n: int, d: int, k: int) -> None:
     """DmireidError unless every rank passes features of the same shape and the same k."""
-    shapes = dist.all_gather_cat(torch.tensor([[n, d, k]], dtype=torch.int64, device=_comm_device())).cpu()
+    shapes = dist.all_gather_cat(torch.tensor([[n, d, k]], dtype=torch.int64, device=comm_device())).cpu()
     if not bool((shapes == shapes[0]).all()):
         raise DmireidError(f"knn over ranks: every rank must pass the same features and k; got (N, d, k) = "
                            f"{[tuple(s) for s in shapes.tolist()]}")
@@ -118,10 +118,17 @@ def _check_same_problem(n: int, d: int, k: int) -> None:
 
 def gather_lists(dist_part: np.ndarray, idx_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ranks' shards concatenated in rank order (on every rank)."""
-    device = _comm_device()
+    device = comm_device()
     d = dist.all_gather_uneven(torch.from_numpy(dist_part).to(device)).cpu().numpy()
     i = dist.all_gather_uneven(torch.from_numpy(idx_part).to(device)).cpu().numpy()
     return d, i
+
+
+def share_from_main(labels: np.ndarray) -> np.ndarray:
+    """Rank 0's int64 array (same shape on every rank) on every rank; itself without a group."""
+    if not dist.is_distributed():
+        return labels
+    return dist.broadcast(torch.from_numpy(np.ascontiguousarray(labels)).to(comm_device())).cpu().numpy()
 
 
 def knn_lists_sharded(
@@ -193,4 +200,5 @@ def knn(
     return dist_.astype(np.float32), idx
 
 
-__all__ = ["knn", "knn_lists", "knn_lists_sharded", "knn_shard", "shard_bounds", "list_sqdist", "gather_lists"]
+__all__ = ["knn", "knn_lists", "knn_lists_sharded", "knn_shard", "shard_bounds", "list_sqdist", "gather_lists",
+           "share_from_main", "comm_device"]
