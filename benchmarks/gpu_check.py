@@ -42,7 +42,6 @@ from dmireid.data.synthetic import MARKER  # noqa: E402
 from dmireid.engine import Hook, ProgressHook, Trainer  # noqa: E402
 from dmireid.engine.trainer import resolve_device  # noqa: E402
 from dmireid.errors import DmireidError  # noqa: E402
-from dmireid.pseudo_labels import jaccard as jaccard_module  # noqa: E402  (its last_timings)
 
 GIB = 2**30
 # usable GiB assumed per card class (A10 22.5 / RTX 4090 24.0; A100-40GB 39.4; L40S 44.4 / A6000 47.5)
@@ -121,7 +120,7 @@ def instrument(trainer: Trainer, clock: PhaseClock, true_labels: np.ndarray | No
         found = labeler(features.to(trainer.device))
         clock.seconds["labeler"] = clock.now() - start
         seen.update(found_clusters=int(found.max()) + 1, found_outliers=int((found < 0).sum()),
-                    labeler_phases=dict(getattr(jaccard_module, "last_timings", {})))
+                    labeler_phases=dict(getattr(labeler, "timings", {})))
         use_true = true_labels is not None and len(true_labels) == len(found)
         seen["labels_used"] = "true ids" if use_true else "found"
         return true_labels.copy() if use_true else found

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_distributed", "is_distributed", "rank", "world_size", "is_main", "all_gather_cat",
-           "all_gather_uneven", "average_buffers", "broadcast", "barrier", "cleanup"]
+           "all_gather_uneven", "average_buffers", "broadcast", "main_decides", "barrier", "cleanup"]
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:
@@ -89,6 +89,13 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
+
+
+def main_decides(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Rank 0's ``flag`` on every rank (e.g. whether to resume: each node may see other files)."""
+    if not is_distributed():
+        return bool(flag)
+    return bool(broadcast(torch.tensor([int(bool(flag))], device=device)).item())
 
 
 def barrier() -> None:

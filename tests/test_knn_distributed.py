@@ -175,3 +175,19 @@ def test_labeler_is_collective_and_searches_on_its_device(features):
     labels = default(x)
     np.testing.assert_array_equal(on_cpu(x.double()), labels)  # moved (and cast) before the search
     assert labels.dtype == np.int64 and labels.max() >= 1
+
+
+def test_auto_backend_keeps_gpu_features_off_a_cpu_only_faiss(monkeypatch):
+    from dmireid.pseudo_labels import neighbours
+
+    class CpuFaiss:
+        @staticmethod
+        def get_num_gpus():
+            return 0
+
+    monkeypatch.setattr(neighbours, "_faiss", lambda: CpuFaiss)
+    assert neighbours.resolve_backend("auto", torch.device("cuda"))[0] == "torch"
+    assert neighbours.resolve_backend("auto", torch.device("cpu"))[0] == "faiss"
+    assert neighbours.resolve_backend("auto")[0] == "faiss"
+    monkeypatch.setattr(CpuFaiss, "get_num_gpus", staticmethod(lambda: 1))
+    assert neighbours.resolve_backend("auto", torch.device("cuda"))[0] == "faiss"

@@ -52,8 +52,9 @@ def test_old_keys_are_mapped():
     new = upgrade_config_dict(old)
     assert new["data"]["options"] == {"num_ids": 24, "num_cameras": 3, "seed": 0, "height": 64, "width": 32}
     assert new["memory"]["dcp_margins"] == [0.0, 0.0]
-    assert upgrade_config_dict({"memory": {"dcp_margin": 0.2, "dcp_updates": ["mean", "hard"]}})["memory"] == {
-        "dcp_updates": ["mean", "hard"], "dcp_margins": [0.0, 0.2]}  # 0.1.0 applied it to hard sets only
+    upgraded = upgrade_config_dict({"memory": {"dcp_margin": 0.2, "dcp_updates": ["mean", "hard"]}})
+    assert upgraded["memory"]["dcp_margins"] == [0.0, 0.2]  # 0.1.0 applied it to hard sets only
+    assert "dcp_margin" not in upgraded["memory"] and upgraded["data"]["camera_rule"] == "spread"
     assert upgrade_config_dict({"data": {"name": "market1501", "synthetic_ids": 5}})["data"] == {"name": "market1501"}
     cfg = load_config(base=old)
     assert cfg.data.options["num_ids"] == 24 and cfg.memory.dcp_margins == [0.0, 0.0]

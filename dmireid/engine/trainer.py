@@ -49,7 +49,8 @@ class Trainer(TrainingSession):
         super().__init__(cfg, progress)
         self.objective_class, pl = get_objective(cfg.method), cfg.pseudo_labels
         self.labeler = build_labeler(pl.labeler, pl.options, k1=pl.k1, k2=pl.k2, eps=pl.eps, min_samples=pl.min_samples,
-                                     knn_backend=pl.knn_backend, progress=progress)
+                                     knn_backend=pl.knn_backend, progress=progress,
+                                     device=self.device)
         self.objective = None  # this epoch's objective (memories + loss)
         self.hooks = hooks if hooks is not None else self.default_hooks()
 
@@ -80,7 +81,10 @@ class Trainer(TrainingSession):
         if self.uses_momentum_encoder(0):
             self.ema = self.momentum_encoder()
         checkpoint = resume_from or (self.run_dir / LAST_CHECKPOINT)
-        if checkpoint.exists():
+        if dist.main_decides(checkpoint.exists(), self.device):  # rank 0 decides; every rank needs the file
+            if not checkpoint.exists():
+                raise DmireidError(f"rank {self.rank}: {checkpoint} is missing on this node but rank 0 resumes "
+                                   f"from it: copy it to every node or use a shared output_dir")
             self.resume(checkpoint)
         elif dist.is_main():
             save_config(self.cfg, self.run_dir / CONFIG)

@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from dmireid import distributed as dist
 from dmireid.errors import DmireidError
+from dmireid.progress import progress_bar
 from dmireid.pseudo_labels import kreciprocal as kr
 from dmireid.pseudo_labels.neighbours import as_features, resolve_backend, round_half
 from dmireid.pseudo_labels.sharded import knn_lists_sharded
@@ -34,10 +34,10 @@ _PHASES = ["kNN", "reciprocal sets", "expansion", "weights", "query expansion", 
 
 
 class _Phases:
-    """A tqdm bar over the phases plus one timed log line per phase."""
+    """A progress bar over the phases (on a terminal) plus one timed log line per phase."""
 
     def __init__(self, names, progress):
-        self.bar = tqdm(total=len(names), desc="jaccard", disable=not progress, leave=False)
+        self.bar = progress_bar(total=len(names), desc="jaccard", enabled=progress, leave=False)
         self.t = time.perf_counter()
         self.timings: dict[str, float] = {}
 
@@ -55,9 +55,6 @@ class _Phases:
         self.bar.close()
 
 
-#: timings (seconds) of the phases of the last :func:`jaccard_distance` call in this process
-last_timings: dict[str, float] = {}
-
 
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -73,6 +70,7 @@ def jaccard_distance(
     knn_backend: str = "auto",
     progress: bool = True,
     collective: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> sp.csr_matrix | None:
     """k-reciprocal Jaccard distance of spec §3 as a sparse N×N matrix.
 
@@ -87,7 +85,8 @@ def jaccard_distance(
             it cuts memory and time of the output stage).
         knn_backend: see :func:`dmireid.pseudo_labels.sharded.knn` (``auto``, ``faiss``, ``torch``,
             ``faiss-hnsw``).
-        progress: show a tqdm bar over the phases (the timings are logged either way at INFO).
+        progress: show a progress bar over the phases (the timings are logged either way at INFO).
+        timings: a dict that receives the seconds of each phase (kNN, reciprocal sets, ...).
         collective: every rank of the process group calls this with the same features; the kNN
             search is split by rows over the ranks (:mod:`.sharded`) and rank 0 alone computes
             the graph. ``False``: this process does all of it.
@@ -133,8 +132,8 @@ def jaccard_distance(
         out = jaccard_from_rank(xn, rank, k1, k2, max_distance, rank_dist=rank_dist, _phases=phases)
     finally:
         phases.close()
-    last_timings.clear()
-    last_timings.update(phases.timings)
+        if timings is not None:
+            timings.update(phases.timings)
     return out
 
 

@@ -67,6 +67,7 @@ class JaccardDBSCAN:
         self.k1, self.k2, self.eps, self.min_samples = int(k1), int(k2), float(eps), int(min_samples)
         self.knn_backend, self.progress = knn_backend, progress
         self.device = None if device is None else torch.device(device)
+        self.timings: dict[str, float] = {}  # seconds per phase of the last call
 
     def __repr__(self) -> str:
         return (f"JaccardDBSCAN(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
@@ -82,10 +83,11 @@ class JaccardDBSCAN:
         if n < 2:
             raise DmireidError(f"clustering needs at least 2 images, got {n}")
         k1, k2 = self.capped(n)
+        self.timings = {}
         if self.device is not None:
             features = torch.as_tensor(features).to(self.device)
         distance = jaccard_distance(features, k1=k1, k2=k2, max_distance=self.eps, knn_backend=self.knn_backend,
-                                    progress=self.progress, collective=True)
+                                    progress=self.progress, collective=True, timings=self.timings)
         if distance is None:  # not rank 0: it receives rank 0's labels below
             labels = np.full(n, -1, dtype=np.int64)
         else:

@@ -340,8 +340,12 @@ def faiss_candidates(
     return idx.astype(np.int64, copy=False), dist
 
 
-def resolve_backend(backend: str):
-    """``(name, faiss module or None)`` for a backend argument; DmireidError if unusable."""
+def resolve_backend(backend: str, device: torch.device | None = None):
+    """``(name, faiss module or None)`` for a backend argument; DmireidError if unusable.
+
+    ``auto`` = faiss when importable, except for features on a CUDA ``device`` when faiss has no
+    GPU (a CPU-only faiss would move the search off the GPU): then the torch backend.
+    """
     if backend not in BACKENDS:
         raise DmireidError(f"knn backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     faiss = _faiss() if backend in ("auto", "faiss", "faiss-hnsw") else None
@@ -350,7 +354,9 @@ def resolve_backend(backend: str):
             f"knn backend {backend!r}: faiss is not importable (pip install faiss-cpu, or use backend='torch')"
         )
     if backend == "auto":
-        backend = "faiss" if faiss is not None else "torch"
+        on_gpu = device is not None and torch.device(device).type == "cuda"
+        faiss_gpu = faiss is not None and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
+        backend = "faiss" if faiss is not None and (faiss_gpu or not on_gpu) else "torch"
     return backend, faiss
 
 

@@ -142,7 +142,7 @@ def knn_lists_sharded(
     ``(distances N×k float64 = exact squared Euclidean, indices N×k int64)``, see the module
     docstring for why they do not depend on the number of ranks.
     """
-    backend, faiss = resolve_backend(backend)
+    backend, faiss = resolve_backend(backend, x.device)
     n = x.shape[0]
     rank, world = (dist.rank(), dist.world_size()) if collective else (0, 1)
     if world > 1:
