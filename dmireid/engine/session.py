@@ -168,7 +168,7 @@ class TrainingSession:
     def check_finite(self, loss: torch.Tensor, iteration: int) -> None:
         """Stop before a non-finite loss reaches the weights or the memories (one scalar sync)."""
         if not bool(torch.isfinite(loss.detach())):
-            raise DmireidError(f"loss became {float(loss)} at epoch {self.epoch + 1} iteration {iteration + 1}; "
+            raise DmireidError(f"loss became {float(loss.detach())} at epoch {self.epoch + 1} iteration {iteration + 1}; "
                                f"stopped, the last good checkpoint {self.run_dir / LAST_CHECKPOINT} is kept "
                                f"(try a lower train.lr)")
 
