@@ -193,9 +193,15 @@ class TrainingSession:
         if not dist.is_main():
             return
         c = self.cfg
+        t = c.train
+        schedule = (f"two_stage ({t.stage1_epochs} epochs stage 1, stage 2 from the "
+                    f"{'best stage-1 checkpoint on the TEST set' if t.stage2_init == 'best' else 'last stage-1 weights'})"
+                    if t.schedule == "two_stage" else "single")
         log.info("%s", objective)
-        log.info("device %s (world size %d), amp %s (extraction %s), bn_group_size %d, labeler %s, "
+        log.info("schedule %s, %d epochs x %d iterations of %d images, model %s (pretrained %s)", schedule,
+                 t.epochs, t.iters, t.batch_size, c.model.arch, c.model.pretrained or "none: random init")
+        log.info("device %s (world size %d), amp %s (train.amp_dtype=%s; extraction %s), bn_group_size %d, labeler %s, "
                  "pseudo-labels eps %.2f k1 %d k2 %d, sampler camera_rule %s, erasing %s",
-                 self.device, self.world_size, self.amp_dtype, self.extract_amp or "fp32",
+                 self.device, self.world_size, self.amp_dtype, t.amp_dtype, self.extract_amp or "fp32",
                  c.model.bn_group_size, c.pseudo_labels.labeler, c.pseudo_labels.eps, c.pseudo_labels.k1,
                  c.pseudo_labels.k2, c.data.camera_rule, c.data.erasing)
