@@ -6,7 +6,6 @@ first, so names registered by a plug-in (objectives, labelers, backbones, datase
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,26 +85,12 @@ def _check_device(device: str) -> None:
 def check_pretrained_file(pretrained: str | None) -> None:
     """``model.pretrained`` names imagenet, none or an existing file (checked when training starts:
     a checkpoint's config may name a file of another machine)."""
-    if pretrained is None or str(pretrained).lower() in ("none", "imagenet"):
-        return
-    if not Path(pretrained).expanduser().is_file():
+    from .models import normalise_pretrained
+
+    weights = normalise_pretrained(pretrained)
+    if isinstance(weights, Path) and not weights.is_file():
         raise DmireidError(f"invalid config: model.pretrained {pretrained!r} is neither imagenet, none nor an "
                            f"existing weight file")
-
-
-def _check_options(factory, options: dict, key: str, what: str) -> None:
-    """Every key of ``options`` is a keyword the factory accepts (unless it takes **kwargs)."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise DmireidError(f"invalid config: {key} has unknown option(s) {', '.join(unknown)} for {what} "
-                           f"(known: {', '.join(a for a in accepted if a != 'root') or 'none'})")
 
 
 def _check_registered(cfg: "Config") -> None:

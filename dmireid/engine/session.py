@@ -43,7 +43,7 @@ def initial_model(cfg: Config) -> torch.nn.Module:
 
 def warn_without_pretrained(cfg: Config) -> None:
     """A real dataset trained from random weights: say that the published numbers assume ImageNet's."""
-    if cfg.data.name != "synthetic" and str(cfg.model.pretrained).lower() in ("none", ""):
+    if cfg.data.name != "synthetic" and models.normalise_pretrained(cfg.model.pretrained) is None:
         log.warning("model.pretrained is none: training %s from random weights; the published numbers assume "
                     "ImageNet weights (model.pretrained=imagenet or a weight file)", cfg.data.name)
 
@@ -53,11 +53,6 @@ def warn_frozen_momentum_statistics(cfg: Config) -> None:
     if not cfg.memory.ema_buffers and cfg.memory.ema_forward == "eval":
         log.warning("memory.ema_buffers=false with memory.ema_forward=eval: the momentum encoder's BN running "
                     "statistics never change (set ema_forward=train or ema_buffers=true)")
-
-
-def dataset_options(cfg: Config) -> dict[str, Any]:
-    """The dataset loader's options (``cfg.data.options``)."""
-    return dict(cfg.data.options)
 
 
 class TrainingSession:

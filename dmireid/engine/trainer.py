@@ -33,7 +33,7 @@ from ..pseudo_labels import build_labeler, label_quality
 from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
 from .loader import train_loader
-from .session import (TrainingSession, build_model_from_config, dataset_options, evaluate_model,  # noqa: F401
+from .session import (TrainingSession, build_model_from_config, evaluate_model,  # noqa: F401  (old import paths)
                       resolve_device)
 from .state import check_resumable, epoch_seed, seed_everything
 

@@ -26,6 +26,7 @@ import torch
 from ..config import load_config
 from ..errors import DmireidError
 from ..models import build_model, build_model_from_config
+from ..models.weights import first_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +67,12 @@ def infer_resnet_arch(state: dict, prefix: str = "") -> str:
 
 
 def load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
-    """Strict load, except that files older than torch 0.4.1 lack ``num_batches_tracked``."""
-    try:
-        result = module.load_state_dict(weights, strict=False)
-    except RuntimeError as exc:  # shape mismatch
-        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise DmireidError(f"{source}: the weights do not fit the model ({first[:200]})") from None
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
-               ([f"unexpected {', '.join(result.unexpected_keys[:3])}"] if result.unexpected_keys else [])
-    if problems:
-        raise DmireidError(f"{source}: the weights do not fit the model ({'; '.join(problems)})")
+    """Strict load (files older than torch 0.4.1 may lack ``num_batches_tracked``); any key or shape
+    difference is one line naming the first mismatched key (:func:`dmireid.models.weights.first_mismatch`)."""
+    problem = first_mismatch(module.state_dict(), weights)
+    if problem:
+        raise DmireidError(f"{source}: the weights do not fit the model ({problem})")
+    module.load_state_dict(weights, strict=False)
 
 
 def _unwrap_state(state: dict) -> dict:
