@@ -92,6 +92,10 @@ class TrainingSession:
         warn_without_pretrained(cfg)
         warn_frozen_momentum_statistics(cfg)
         self.dataset = self.load_data()
+        self.train_identities = np.array([pid for _, pid, _ in self.dataset.train], dtype=np.int64)  # N, -1 unknown
+        self.train_cameras = np.array([cam for _, _, cam in self.dataset.train], dtype=np.int64)  # N, 0..
+        if dist.is_main() and not self.train_cameras.any():
+            log.info("the training set has one camera (every camera id is 0)")
         self.model = initial_model(cfg).to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

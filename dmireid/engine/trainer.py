@@ -29,7 +29,7 @@ from ..config import Config, save_config
 from ..errors import DmireidError
 from ..memory import MomentumEncoder
 from ..objectives import ObjectiveContext, get_objective
-from ..pseudo_labels import build_labeler, label_quality
+from ..pseudo_labels import build_labeler, call_labeler, label_quality
 from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
 from .loader import train_loader
@@ -195,15 +195,15 @@ class Trainer(TrainingSession):
                                    f"data.corrupt_images=skip leaves them out)")
             log.warning("%d unreadable training image(s) left out this epoch, e.g. %s", n_bad, first)
         labels = np.full(len(ok), -1, dtype=np.int64)
+        true, cameras = self.train_identities, self.train_cameras
         if dist.is_main() or getattr(self.labeler, "collective", False):
             good = np.flatnonzero(ok)
-            found = self.labeler(features[good])
+            found = call_labeler(self.labeler, features[good], cameras=cameras[good], identities=true[good])
             if dist.is_main():
                 labels[good] = found
         labels = dist.broadcast(torch.from_numpy(labels).to(self.device)).cpu().numpy()
         num_clusters = int(labels.max()) + 1 if labels.size else 0
         self.record.update(num_clusters=num_clusters, num_outliers=int((labels[ok] < 0).sum()), num_unreadable=n_bad)
-        true = np.array([pid for _, pid, _ in self.dataset.train])
         if num_clusters >= 1 and (true >= 0).all():
             self.record.update(label_quality(labels[ok], true[ok]))
         return labels
@@ -212,7 +212,8 @@ class Trainer(TrainingSession):
         def embed_momentum(rows: np.ndarray) -> torch.Tensor:
             return self.extract(self.ema.module, [self.dataset.train[i] for i in rows], "extract θ' instances")[0]
 
-        return ObjectiveContext(features=features, labels=torch.from_numpy(labels), epoch=self.epoch,
+        return ObjectiveContext(features=features, labels=torch.from_numpy(labels),
+                                cameras=torch.from_numpy(self.train_cameras), epoch=self.epoch,
                                 stage=self.stage(self.epoch), seed=epoch_seed(self.cfg.train.seed, self.epoch),
                                 device=self.device, settings=self.cfg.memory, options=self.cfg.objective_options,
                                 embed_momentum=embed_momentum if self.ema is not None else None)

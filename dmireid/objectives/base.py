@@ -33,6 +33,7 @@ class ObjectiveContext:
     features: N×d float32 unit rows of every training image (θ, eval mode), on the CPU;
         unreadable images are zero rows with label -1.
     labels: N int64 pseudo-labels (-1 = outlier), clusters 0..C-1.
+    cameras: N int64 camera ids of the training images (0..; all zeros for a dataset without cameras).
     stage: 1 during the first stage of a ``two_stage`` schedule, else 2 (the full method).
     seed: the epoch's seed, for any randomness of ``build`` and ``update``.
     settings: the ``memory`` config section (temperature, momentum, update rules, ...).
@@ -50,6 +51,7 @@ class ObjectiveContext:
     settings: Any
     options: dict = field(default_factory=dict)
     embed_momentum: Callable[[np.ndarray], torch.Tensor] | None = None
+    cameras: torch.Tensor | None = None
 
     @property
     def num_clusters(self) -> int:

@@ -10,7 +10,9 @@ Public API (contract, see docs/architecture.md)::
     cluster(distance, eps, min_samples=4) -> np.ndarray int64 labels (-1 outlier, 0..C-1)
     label_quality(pseudo_labels, true_pids) -> {"nmi", "ari", "pair_precision", "pair_recall"}
     JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend, progress, device)(features) -> labels  # collective
+    GroundTruthLabeler()(features, identities) -> the true ids renumbered (the ceiling of any labeler)
     build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
+    call_labeler(labeler, features, cameras, identities)   # passes the keywords the labeler names
 
 Decisions (documented in the modules):
 
@@ -30,8 +32,10 @@ Decisions (documented in the modules):
 
 from dmireid.pseudo_labels.clustering import cluster, label_quality
 from dmireid.pseudo_labels.jaccard import jaccard_distance
-from dmireid.pseudo_labels.labeler import LABELERS, JaccardDBSCAN, Labeler, build_labeler, register_labeler
+from dmireid.pseudo_labels.ground_truth import GroundTruthLabeler
+from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, build_labeler, call_labeler,
+                                           register_labeler)
 from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
 __all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
-           "build_labeler", "register_labeler", "LABELERS"]
+           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS"]

@@ -3,7 +3,9 @@
     labeler = build_labeler("jaccard_dbscan", k1=30, k2=6, eps=0.6, min_samples=4)
     labels = labeler(features)        # N×d unit rows -> N int64 labels, -1 = outlier, 0..C-1
 
-A labeler is any callable ``labeler(features) -> labels`` (see :class:`Labeler`); register a new
+A labeler is any callable ``labeler(features) -> labels`` (see :class:`Labeler`); one that also
+takes ``cameras=`` (N int64 camera ids) or ``identities=`` (N int64 true pids, -1 unknown) as
+keywords gets them from the trainer (:func:`call_labeler`). Register a new
 one (k-means, InfoMap, ...) with :func:`register_labeler` and select it with
 ``pseudo_labels.labeler=NAME`` (its own settings in ``pseudo_labels.options``). The trainer calls
 a labeler on rank 0 only and broadcasts the labels, unless the labeler sets ``collective = True``
@@ -23,6 +25,7 @@ import torch
 from ..errors import DmireidError
 from ..registry import Registry, call_with_options
 from .clustering import cluster
+from .ground_truth import GroundTruthLabeler
 from .jaccard import jaccard_distance
 from .sharded import share_from_main
 
@@ -96,6 +99,24 @@ class JaccardDBSCAN:
 
 
 register_labeler("jaccard_dbscan", JaccardDBSCAN)
+register_labeler("ground_truth", GroundTruthLabeler)
+
+
+def call_labeler(labeler: Labeler, features: torch.Tensor, cameras: np.ndarray,
+                 identities: np.ndarray) -> np.ndarray:
+    """``labeler(features)`` plus the keywords among ``cameras`` / ``identities`` its ``__call__`` names.
+
+    cameras, identities: N int64 (camera ids from 0; true pids, -1 where unknown). A labeler written
+    before these existed keeps its one-argument call.
+    """
+    try:
+        params = inspect.signature(labeler).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    extra = {name: value for name, value in (("cameras", cameras), ("identities", identities))
+             if takes_any or name in params}
+    return labeler(features, **extra)
 
 
 def build_labeler(name: str = "jaccard_dbscan", options: dict | None = None, **settings) -> Labeler:
