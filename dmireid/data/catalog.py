@@ -1,11 +1,12 @@
 """The dataset registry: a name -> loader table that plug-ins add to, and :func:`load_dataset`.
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters *are* its options
-(config key ``data.options``, a mapping), so the known options are read from its signature. A
+(config key ``data.options``, a mapping), so the known options are read from its signature, and
+so are the values an option takes: an ``int`` or ``Literal[...]`` annotation is checked. A
 ``root`` parameter with a default (the synthetic set's ``None``) means the root may be omitted.
 
     @register_dataset("my_set")
-    def load_my_set(root, min_height: int = 0) -> ReIDDataset: ...
+    def load_my_set(root, min_height: int = 0, boxes: Literal["a", "b"] = "a") -> ReIDDataset: ...
 
     ds = load_dataset("My-Set", "/data", min_height=64)   # names: case, "-" and "_" ignored
 """
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 import os
-from typing import Any, Callable
+import typing
+from typing import Any, Callable, Literal
 
 from ..errors import DmireidError
 from ..registry import Registry
@@ -71,8 +74,31 @@ def dataset_options(name: str) -> tuple[str, ...]:
     return tuple(p.name for p in _signature(loader, key)[1:] if p.kind in _KEYWORD)
 
 
+def _annotation(loader: Loader, param: inspect.Parameter) -> Any:
+    """The parameter's annotation, a string one resolved in the loader's module (None if it does not resolve)."""
+    annotation = param.annotation
+    if isinstance(annotation, str):  # ``from __future__ import annotations``
+        try:
+            annotation = eval(annotation, dict(getattr(loader, "__globals__", {})))  # noqa: S307 - as typing does
+        except Exception:  # noqa: BLE001 - a plug-in's forward reference: no value check for it
+            return None
+    return annotation
+
+
+def _check_value(key: str, option: str, value: Any, annotation: Any) -> None:
+    """One-line error for a value outside a ``Literal[...]`` or a non-integer for an ``int`` option."""
+    if typing.get_origin(annotation) is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed or type(value) not in {type(a) for a in allowed}:  # True is not 1
+            raise DmireidError(f"data.options.{option}={value!r} is not one of {', '.join(map(str, allowed))} "
+                               f"for dataset {key}")
+    elif annotation is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise DmireidError(f"data.options.{option}={value!r} must be an integer for dataset {key}")
+
+
 def check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """One-line error for an option the loader of ``name`` does not take, or a required one missing."""
+    """One-line error for an option the loader of ``name`` does not take, a required one missing,
+    or a value its annotation (``int``, ``Literal[...]``) rules out."""
     key, loader = find_dataset(name)
     params = _signature(loader, key)[1:]
     known = [p.name for p in params if p.kind in _KEYWORD]
@@ -85,13 +111,17 @@ def check_dataset_options(name: str, options: dict[str, Any]) -> None:
     missing = [n for n in required if n not in options]
     if missing:
         raise DmireidError(f"dataset {key} needs option(s) {', '.join(missing)} (data.options)")
+    for param in params:
+        if param.name in options and param.kind in _KEYWORD:
+            _check_value(key, param.name, options[param.name], _annotation(loader, param))
 
 
 def load_dataset(name: str, root: str | os.PathLike | None, **options) -> ReIDDataset:
     """Read the registered dataset ``name`` at ``root`` with the loader's ``options``.
 
-    Built in: market1501 | dukemtmcreid | msmt17 | veri776 | personx | folder | synthetic.
-    ``root`` is the dataset folder or a folder holding it under its usual name; ``folder`` takes
+    Built in: market1501 | dukemtmcreid | msmt17 | veri776 | personx | cuhk03 | cuhk01 | folder |
+    synthetic. ``root`` is the dataset folder or a folder holding it under its usual name;
+    ``cuhk03`` takes ``boxes`` (labeled | detected), ``cuhk01`` ``split_seed``; ``folder`` takes
     ``camera_pattern`` (regex on file names, group 1 = camera number); ``synthetic`` takes the
     :func:`make_synthetic` arguments (root None = a cache folder).
     """
