@@ -29,14 +29,23 @@ CASES = {
     "pseudo_labels": [("pseudo_labels.k2=40", "pseudo_labels.k2 (40) must be <= pseudo_labels.k1 (10)"),
                       ("pseudo_labels.k1=1", "pseudo_labels.k1 must be >= 2"),
                       ("pseudo_labels.min_samples=0", "pseudo_labels.min_samples"),
-                      ("pseudo_labels.labeler=infomap", "pseudo_labels.labeler 'infomap' is not a registered labeler"),
+                      ("pseudo_labels.labeler=leiden", "pseudo_labels.labeler 'leiden' is not a registered labeler"),
+                      ("pseudo_labels.camera_balance=maybe", "pseudo_labels.camera_balance: expected true or false"),
+                      ("pseudo_labels.k1_inter=0", "k1_intra, k1_inter, k2_intra and k2_inter must be >= 1"),
+                      ("pseudo_labels.k2_intra=x", "pseudo_labels.k2_intra: expected int"),
                       ("pseudo_labels.knn_backend=annoy", "pseudo_labels.knn_backend")],
     "memory": [("memory.dcp_margins=[0.2,0,0]", "memory.dcp_margins has 3 value(s)"),
                ("memory.dcp_margins=[-0.1]", "memory.dcp_margins must be >= 0"),
                ("memory.temperature=0", "memory.temperature must be > 0"),
                ("memory.momentum=1", "memory.momentum must be in [0, 1)"),
                ("memory.mip_weight=-1", "memory.mip_weight"), ("memory.mip_instances=0", "memory.mip_instances"),
-               ("memory.mip_source=ema", "memory.mip_source"), ("memory.ema_forward=test", "memory.ema_forward")],
+               ("memory.mip_source=ema", "memory.mip_source"), ("memory.ema_forward=test", "memory.ema_forward"),
+               ("memory.camera_proxies=2", "memory.camera_proxies: expected true or false"),
+               ("memory.camera_intra_weight=-1", "memory.camera_intra_weight must be >= 0"),
+               ("memory.camera_inter_weight=-0.5", "memory.camera_inter_weight must be >= 0"),
+               ("memory.camera_hard_negatives=-1", "memory.camera_hard_negatives must be >= 0"),
+               ("memory.camera_temperature=0", "memory.camera_temperature must be > 0"),
+               ("memory.camera_momentum=1", "memory.camera_momentum must be in [0, 1)")],
     "run": [("method=spcl", "method 'spcl' is not a registered objective"), ("device=gpu", "device 'gpu'"),
             ("device=cuda:x", "device 'cuda:x'"), ("plugins=[no_such_module]", "plugins: cannot import 'no_such_module'"),
             ("output_dir=", "output_dir must not be empty")],
@@ -89,3 +98,33 @@ def test_frozen_momentum_statistics_warn(caplog):
         caplog.clear()
         warn_frozen_momentum_statistics(load_config("smoke", []))
         assert caplog.text == ""
+
+
+def test_camera_balance_with_another_labeler_is_one_line():
+    with pytest.raises(DmireidError, match="camera_balance applies to the jaccard_dbscan labeler, not 'infomap'"):
+        load_config("smoke", ["pseudo_labels.labeler=infomap", "pseudo_labels.camera_balance=true"])
+
+
+@pytest.mark.parametrize("key", ["memory.camera_proxies", "pseudo_labels.camera_balance"])
+def test_camera_options_on_a_one_camera_dataset_stop_before_any_extraction(tmp_path, monkeypatch, key):
+    from dmireid.engine import train
+    from dmireid.engine.session import TrainingSession
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted")
+
+    monkeypatch.setattr(TrainingSession, "extract", no_extraction, raising=False)
+    from PIL import Image
+
+    crops = tmp_path / "crops"  # a folder of unlabelled images: no camera ids (all 0)
+    crops.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 64), (40 * i, 20, 200)).save(crops / f"{i}.png")
+    cfg = load_config("smoke", [f"output_dir={tmp_path / 'run'}", f"data.root={crops}", "data.name=folder",
+                                "data.options={}", f"{key}=true"])
+    with pytest.raises(DmireidError) as info:
+        train(cfg, progress=False)
+    message = str(info.value)
+    assert f"{key}=true needs training images from at least two cameras" in message and "\n" not in message
+    assert "data.name=folder" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -16,7 +16,7 @@ import torch
 from .. import distributed as dist
 from .. import models
 from ..config import Config
-from ..config_validation import check_pretrained_file
+from ..config_validation import check_cameras, check_pretrained_file
 from ..data import load_dataset
 from ..devices import autocast, autocast_dtype, needs_grad_scaler, resolve_device
 from ..errors import DmireidError
@@ -96,6 +96,7 @@ class TrainingSession:
         self.train_cameras = np.array([cam for _, _, cam in self.dataset.train], dtype=np.int64)  # N, 0..
         if dist.is_main() and not self.train_cameras.any():
             log.info("the training set has one camera (every camera id is 0)")
+        check_cameras(cfg, self.train_cameras)
         self.model = initial_model(cfg).to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
