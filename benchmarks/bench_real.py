@@ -3,6 +3,7 @@
     python benchmarks/bench_real.py --budget cpu                 # the five rows, seed 1 (2-core machine)
     python benchmarks/bench_real.py --budget cpu --seeds 1 2 --rows dmi_ours ground_truth
     python benchmarks/bench_real.py --budget gpu --jobs 1        # the recipe's scale at 256x128 (one GPU)
+    python benchmarks/bench_real.py --render a.json b.json        # one table from earlier --json files
 
 Rows (``--rows``; each one ``dmireid train`` in a fresh subprocess, one run folder per row and seed):
 
@@ -248,6 +249,11 @@ def real_check(argv: list[str]) -> int:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--render"]:  # print the table of earlier --json files together
+        files = [json.loads(Path(f).read_text()) for f in argv[1:]]
+        print(markdown([r for f in files for r in f["results"]], files[0]["budget"]))
+        return
     args = parse_args(argv)
     print(report(args, run_protocol(args)))
 
