@@ -18,7 +18,7 @@ import os
 from typing import Any, Callable
 
 from ..errors import DmireidError
-from ..registry import Registry
+from ..registry import Registry, check_options
 from .samples import ReIDDataset
 
 log = logging.getLogger(__name__)
@@ -72,19 +72,11 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 
 def check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """One-line error for an option the loader of ``name`` does not take, or a required one missing."""
+    """One-line error for an option the loader of ``name`` does not take, an ill-typed or a missing
+    one (:func:`dmireid.registry.check_options` on the loader's signature, the root excluded)."""
     key, loader = find_dataset(name)
-    params = _signature(loader, key)[1:]
-    known = [p.name for p in params if p.kind in _KEYWORD]
-    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise DmireidError(f"unknown option(s) {', '.join(unknown)} for dataset {key} "
-                               f"(known: {', '.join(known) or 'none'})")
-    required = [p.name for p in params if p.kind in _KEYWORD and p.default is inspect.Parameter.empty]
-    missing = [n for n in required if n not in options]
-    if missing:
-        raise DmireidError(f"dataset {key} needs option(s) {', '.join(missing)} (data.options)")
+    _signature(loader, key)
+    check_options(loader, options, kind="dataset", name=key, key="data.options", positional=1)
 
 
 def load_dataset(name: str, root: str | os.PathLike | None, **options) -> ReIDDataset:

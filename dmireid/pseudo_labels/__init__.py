@@ -12,6 +12,7 @@ Public API (contract, see docs/architecture.md)::
     JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend, progress, device)(features) -> labels  # collective
     GroundTruthLabeler()(features, identities) -> the true ids renumbered (the ceiling of any labeler)
     build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
+    check_labeler_options(name, options) ; check_eps(eps)   # the option check and the one eps range
     call_labeler(labeler, features, cameras, identities)   # passes the keywords the labeler names
 
 Decisions (documented in the modules):
@@ -30,12 +31,13 @@ Decisions (documented in the modules):
 - label_quality counts outliers (-1) as singleton clusters.
 """
 
-from dmireid.pseudo_labels.clustering import cluster, label_quality
+from dmireid.pseudo_labels.clustering import check_eps, cluster, label_quality
 from dmireid.pseudo_labels.jaccard import jaccard_distance
 from dmireid.pseudo_labels.ground_truth import GroundTruthLabeler
 from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, build_labeler, call_labeler,
-                                           register_labeler)
+                                           check_labeler_options, register_labeler)
 from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
 __all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
-           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS"]
+           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS",
+           "check_labeler_options", "check_eps"]
