@@ -3,6 +3,8 @@
 
     python benchmarks/gpu_check.py --out $OUT            # one GPU: ~2-3 minutes, made for <= 4
     python benchmarks/gpu_check.py --tiny --device cpu   # the same code in seconds (what CI runs)
+    python benchmarks/gpu_check.py --real DATA --weights FILE --out $OUT   # real images: bench_real.py's
+        # protocol at --budget gpu (DMI, then CC and ground truth while time is left); see bench_real.real_check
 
 Any working directory; a stock PyTorch image's packages (no faiss). Timed: (1) the data, 751 train
 ids / 13,410 train images (Market-1501: 751 / 12,936) from the one-process generator unless ``--data
@@ -383,6 +385,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
+    if "--real" in (sys.argv[1:] if argv is None else argv):  # the real-image form: bench_real's protocol
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_real import real_check
+
+        return real_check(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     try:

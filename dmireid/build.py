@@ -33,7 +33,7 @@ import torch
 
 from . import registry
 from .config import Config, config_from_dict, save_config
-from .config_validation import check_plugins, check_pretrained_file, check_resumable
+from .config_validation import check_cameras, check_plugins, check_pretrained_file, check_resumable
 from .data import ClusterBatchSampler, ImageDataset, ReIDDataset, build_train_transform, load_dataset
 from .errors import DmireidError
 from .memory import MomentumEncoder
@@ -153,7 +153,9 @@ def labeler(cfg: Config, device: torch.device | str | None = None, progress: boo
     p = cfg.pseudo_labels
     check_plugins(cfg, ("labeler",), strict=True)
     return build_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=p.min_samples,
-                         knn_backend=p.knn_backend, progress=progress, device=device)
+                         knn_backend=p.knn_backend, camera_balance=p.camera_balance, k1_intra=p.k1_intra,
+                         k1_inter=p.k1_inter, k2_intra=p.k2_intra, k2_inter=p.k2_inter, progress=progress,
+                         device=device)
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,7 @@ class TrainingParts:
     config: dict  # Config.to_dict(), stored in every checkpoint
     description: str  # the run's choices, logged at the start
     check: Callable[[], None]  # check_training
+    check_cameras: Callable[[Any], None]  # (the training cameras): the camera options need two or more
     dataset: Callable[[], ReIDDataset]
     model: Callable[[], ReIDModel]  # initial_model: seeded, then built
     labeler: Callable[[torch.device], Labeler]
@@ -285,7 +288,8 @@ def training(cfg: Config, progress: bool = True) -> TrainingParts:
     bind = functools.partial
     return TrainingParts(
         loop=loop(cfg), extraction=extraction(cfg), objective=objective(cfg), config=cfg.to_dict(),
-        description=describe(cfg), check=bind(check_training, cfg), dataset=bind(training_dataset, cfg),
+        description=describe(cfg), check=bind(check_training, cfg), check_cameras=bind(check_cameras, cfg),
+        dataset=bind(training_dataset, cfg),
         model=bind(initial_model, cfg), labeler=lambda device: labeler(cfg, device, progress),
         optimizer=bind(optimizer, cfg), momentum_encoder=bind(momentum_encoder, cfg), sampler=bind(sampler, cfg),
         train_images=bind(train_images, cfg), resumable=bind(resumable, cfg),

@@ -91,10 +91,26 @@ def cmd_make_synthetic(args) -> int:
     return 0
 
 
+def _dataset_options(items: list[str]) -> dict:
+    """``["boxes=detected", "split_seed=3"]`` -> ``{"boxes": "detected", "split_seed": 3}`` (YAML scalars)."""
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DmireidError(f"dataset option {item!r} is not of the form option=value")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
 def cmd_check_data(args) -> int:
     from .data import check_images, load_dataset
 
-    dataset = load_dataset(args.name, args.root)
+    dataset = load_dataset(args.name, args.root, **_dataset_options(args.overrides))
     print(dataset.statistics_table())
     paths = sorted({s[0] for s in dataset.train + dataset.query + dataset.gallery})
     bad = check_images(paths)
@@ -298,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="decode every image of a dataset and list unreadable ones")
     p.add_argument("name")
     p.add_argument("root")
+    p.add_argument("overrides", nargs="*", metavar="option=value",
+                   help="the loader's options (data.options), e.g. boxes=detected for cuhk03")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("extract", help="embed images with a checkpoint into an .npz (paths, features)")

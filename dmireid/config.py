@@ -77,8 +77,13 @@ class PseudoLabelConfig:
     eps: float = 0.6
     min_samples: int = 4
     knn_backend: Literal[BACKENDS] = "auto"
-    labeler: str = "jaccard_dbscan"  # a registered labeler
+    labeler: str = "jaccard_dbscan"  # a registered labeler: jaccard_dbscan | infomap | ground_truth | ...
     options: dict[str, Any] = field(default_factory=dict)  # a plug-in labeler's own options
+    camera_balance: bool = False  # jaccard_dbscan: camera-aware k-reciprocal sets (CA-Jaccard CKRNNs + CLQE)
+    k1_intra: int = 5  # camera_balance: reciprocal list length within the image's camera
+    k1_inter: int = 20  # camera_balance: reciprocal list length among the other cameras
+    k2_intra: int = 3  # camera_balance: query expansion, nearest in the own camera (self included)
+    k2_inter: int = 3  # camera_balance: query expansion, nearest in the other cameras
 
 
 @dataclass
@@ -97,6 +102,12 @@ class MemoryConfig:
     ema_momentum: float = 0.999  # alpha of the momentum encoder
     ema_forward: Literal["train", "eval"] = "train"  # mode of the momentum encoder's forward on training batches
     ema_buffers: bool = False  # EMA of the BN buffers too (false: parameters only)
+    camera_proxies: bool = False  # add CAP's camera-aware proxy losses (cc and dmi)
+    camera_intra_weight: float = 1.0  # weight of the intra-camera loss (CAP: 1)
+    camera_inter_weight: float = 0.5  # weight of the inter-camera loss (CAP: 0.5, O2CAP: 1)
+    camera_hard_negatives: int = 50  # hard negative proxies of the inter-camera loss (CAP/O2CAP bg_knn)
+    camera_temperature: float = 0.07  # of the camera losses (CAP inv_beta, O2CAP temp)
+    camera_momentum: float = 0.2  # weight of the old value in camera proxy updates (CAP inv_alpha)
 
 
 @dataclass

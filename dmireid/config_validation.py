@@ -65,6 +65,10 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (p.min_samples >= 1, "pseudo_labels.min_samples must be >= 1"),
         (p.k1 >= 2 and p.k2 >= 1, "pseudo_labels.k1 must be >= 2 and k2 >= 1"),
         (p.k2 <= p.k1, f"pseudo_labels.k2 ({p.k2}) must be <= pseudo_labels.k1 ({p.k1})"),
+        (min(p.k1_intra, p.k1_inter, p.k2_intra, p.k2_inter) >= 1,
+         "pseudo_labels.k1_intra, k1_inter, k2_intra and k2_inter must be >= 1"),
+        (not p.camera_balance or p.labeler == "jaccard_dbscan",
+         f"pseudo_labels.camera_balance applies to the jaccard_dbscan labeler, not {p.labeler!r}"),
         # memory
         (len(mem.dcp_updates) >= 1, "memory.dcp_updates must name at least one rule"),
         (len(mem.dcp_margins) <= len(mem.dcp_updates),
@@ -77,6 +81,11 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (mem.mip_instances >= 1, "memory.mip_instances must be >= 1"),
         (mem.mip_weight >= 0, "memory.mip_weight must be >= 0"),
         (mem.mip_negatives_topk >= 0, "memory.mip_negatives_topk must be >= 0"),
+        (mem.camera_intra_weight >= 0, "memory.camera_intra_weight must be >= 0"),
+        (mem.camera_inter_weight >= 0, "memory.camera_inter_weight must be >= 0"),
+        (mem.camera_hard_negatives >= 0, "memory.camera_hard_negatives must be >= 0"),
+        (mem.camera_temperature > 0, "memory.camera_temperature must be > 0"),
+        (0 <= mem.camera_momentum < 1, "memory.camera_momentum must be in [0, 1)"),
         # run
         (bool(str(cfg.output_dir).strip()), "output_dir must not be empty"),
     ]
@@ -99,6 +108,18 @@ def check_pretrained_file(pretrained: str | None) -> None:
     if isinstance(weights, Path) and not weights.is_file():
         raise DmireidError(f"invalid config: model.pretrained {pretrained!r} is neither imagenet, none nor an "
                            f"existing weight file")
+
+
+def check_cameras(cfg: "Config", cameras) -> None:
+    """The camera-aware options need a training set with at least two camera ids (checked right
+    after the dataset is loaded, before any extraction): one line naming the option."""
+    if cameras is not None and len(cameras) and int(max(cameras)) > int(min(cameras)):
+        return
+    for on, key in ((cfg.memory.camera_proxies, "memory.camera_proxies"),
+                    (cfg.pseudo_labels.camera_balance, "pseudo_labels.camera_balance")):
+        if on:
+            raise DmireidError(f"{key}=true needs training images from at least two cameras, but every training "
+                               f"image of data.name={cfg.data.name} has the same camera id: set {key}=false")
 
 
 def complete(cfg: "Config") -> None:

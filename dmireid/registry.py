@@ -20,6 +20,7 @@ import collections.abc
 import importlib
 import importlib.util
 import inspect
+import numbers
 import os
 import sys
 import types
@@ -134,10 +135,10 @@ def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, ki
             if takes_any:
                 continue
             known = ", ".join(n for n in named if n not in given) or "none"
-            raise DmireidError(f"{key}.{option}: {kind} {name!r} takes no option {option!r} (known: {known})")
+            raise DmireidError(f"{key}.{option}: unknown option(s) {option} for {kind} {name!r} (known: {known})")
         expected = hints.get(option, _type_of_default(param.default))
         if expected is not None and not fits(value, expected):
-            raise DmireidError(f"{key}.{option}: {kind} {name!r} expects {_type_name(expected)}, got {value!r}")
+            raise DmireidError(f"{key}.{option}={value!r}: {kind} {name!r} expects {describe_type(expected)}")
     missing = [n for n, p in named.items() if p.default is inspect.Parameter.empty and n not in options
                and n not in given]
     if missing:
@@ -178,15 +179,15 @@ def fits(value: Any, annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(fits(value, arm) for arm in args)
     if origin is typing.Literal:
-        return value in args
+        return any(value == a and type(value) is type(a) for a in args)  # True is not 1
     if annotation is type(None):
         return value is None
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
     if annotation in (Path, os.PathLike):
@@ -203,5 +204,16 @@ def fits(value: Any, annotation: Any) -> bool:
     return not inspect.isclass(container) or isinstance(value, container)
 
 
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) if inspect.isclass(annotation) else str(annotation).replace("typing.", "")
+def describe_type(annotation: Any) -> str:
+    """``int`` -> "an integer", ``Literal["a", "b"]`` -> "one of a, b", ``str | None`` -> "a string or none"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(arm) for arm in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none",
+             list: "a list", tuple: "a list", dict: "a mapping", Path: "a path"}
+    container = origin or annotation
+    if container in words:
+        return words[container]
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))

@@ -19,23 +19,26 @@ CASES = {
              ("data.num_instances=32", "data.num_instances (32) must be <= train.batch_size (16)"),
              ("data.height=8", "data.height and data.width"), ("data.num_workers=-1", "data.num_workers"),
              ("data.name=nope", "data.name 'nope' is not a registered dataset"),
-             ("data.options.colour=red", "data.options.colour: dataset 'synthetic' takes no option 'colour'"),
-             ("data.options.num_ids=many", "data.options.num_ids: dataset 'synthetic' expects int, got 'many'"),
+             ("data.options.colour=red", "data.options.colour: unknown option(s) colour for dataset 'synthetic'"),
+             ("data.options.num_ids=many", "data.options.num_ids='many': dataset 'synthetic' expects an integer"),
              ("data.camera_rule=random", "data.camera_rule"), ("data.erasing=none", "data.erasing")],
     "model": [("model.arch=resnet7", "model.arch 'resnet7' is not a registered backbone"),
               ("model.bn_group_size=-1", "model.bn_group_size must be >= 0"),
               ("model.bn_group_size=5", "must be a multiple of model.bn_group_size"),
               ("model.gem_p=0", "model.gem_p must be > 0"), ("model.last_stride=3", "model.last_stride must be 1 or 2"),
               ("model.pooling=max", "model.pooling"),
-              ("model.options.depth=3", "model.options.depth: backbone 'resnet18' takes no option 'depth'"),
+              ("model.options.depth=3", "model.options.depth: unknown option(s) depth for backbone 'resnet18'"),
               ("model.options.last_stride=2", "model.options.last_stride: backbone 'resnet18' gets last_stride from "
                                               "model.last_stride")],
     "pseudo_labels": [("pseudo_labels.k2=40", "pseudo_labels.k2 (40) must be <= pseudo_labels.k1 (10)"),
                       ("pseudo_labels.k1=1", "pseudo_labels.k1 must be >= 2"),
                       ("pseudo_labels.min_samples=0", "pseudo_labels.min_samples"),
-                      ("pseudo_labels.labeler=no_such_labeler",
-                       "pseudo_labels.labeler 'no_such_labeler' is not a registered labeler"),
-                      ("pseudo_labels.options.k=3", "pseudo_labels.options.k: labeler 'jaccard_dbscan' takes no option"),
+                      ("pseudo_labels.labeler=leiden", "pseudo_labels.labeler 'leiden' is not a registered labeler"),
+                      ("pseudo_labels.camera_balance=maybe", "pseudo_labels.camera_balance: expected true or false"),
+                      ("pseudo_labels.k1_inter=0", "k1_intra, k1_inter, k2_intra and k2_inter must be >= 1"),
+                      ("pseudo_labels.k2_intra=x", "pseudo_labels.k2_intra: expected int"),
+                      ("pseudo_labels.options.k=3",
+                       "pseudo_labels.options.k: unknown option(s) k for labeler 'jaccard_dbscan'"),
                       ("pseudo_labels.options.k1=3", "pseudo_labels.options.k1: labeler 'jaccard_dbscan' gets k1 from "
                                                      "pseudo_labels.k1"),
                       ("pseudo_labels.knn_backend=annoy", "pseudo_labels.knn_backend")],
@@ -44,11 +47,17 @@ CASES = {
                ("memory.temperature=0", "memory.temperature must be > 0"),
                ("memory.momentum=1", "memory.momentum must be in [0, 1)"),
                ("memory.mip_weight=-1", "memory.mip_weight"), ("memory.mip_instances=0", "memory.mip_instances"),
-               ("memory.mip_source=ema", "memory.mip_source"), ("memory.ema_forward=test", "memory.ema_forward")],
+               ("memory.mip_source=ema", "memory.mip_source"), ("memory.ema_forward=test", "memory.ema_forward"),
+               ("memory.camera_proxies=2", "memory.camera_proxies: expected true or false"),
+               ("memory.camera_intra_weight=-1", "memory.camera_intra_weight must be >= 0"),
+               ("memory.camera_inter_weight=-0.5", "memory.camera_inter_weight must be >= 0"),
+               ("memory.camera_hard_negatives=-1", "memory.camera_hard_negatives must be >= 0"),
+               ("memory.camera_temperature=0", "memory.camera_temperature must be > 0"),
+               ("memory.camera_momentum=1", "memory.camera_momentum must be in [0, 1)")],
     "run": [("method=spcl", "method 'spcl' is not a registered objective"), ("device=gpu", "device 'gpu'"),
             ("device=cuda:x", "device 'cuda:x'"), ("output_dir=", "output_dir must not be empty"),
-            ("objective_options.smoothing=0.2", "objective_options.smoothing: objective 'dmi' takes no option "
-                                                "'smoothing' (known: none)")],
+            ("objective_options.smoothing=0.2", "objective_options.smoothing: unknown option(s) smoothing for "
+                                                "objective 'dmi' (known: none)")],
 }
 
 
@@ -108,3 +117,33 @@ def test_frozen_momentum_statistics_warn(caplog):
         caplog.clear()
         warn_frozen_momentum_statistics(load_config("smoke", []))
         assert caplog.text == ""
+
+
+def test_camera_balance_with_another_labeler_is_one_line():
+    with pytest.raises(DmireidError, match="camera_balance applies to the jaccard_dbscan labeler, not 'infomap'"):
+        load_config("smoke", ["pseudo_labels.labeler=infomap", "pseudo_labels.camera_balance=true"])
+
+
+@pytest.mark.parametrize("key", ["memory.camera_proxies", "pseudo_labels.camera_balance"])
+def test_camera_options_on_a_one_camera_dataset_stop_before_any_extraction(tmp_path, monkeypatch, key):
+    from dmireid.engine import train
+    from dmireid.engine.session import TrainingSession
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted")
+
+    monkeypatch.setattr(TrainingSession, "extract", no_extraction, raising=False)
+    from PIL import Image
+
+    crops = tmp_path / "crops"  # a folder of unlabelled images: no camera ids (all 0)
+    crops.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 64), (40 * i, 20, 200)).save(crops / f"{i}.png")
+    cfg = load_config("smoke", [f"output_dir={tmp_path / 'run'}", f"data.root={crops}", "data.name=folder",
+                                "data.options={}", f"{key}=true"])
+    with pytest.raises(DmireidError) as info:
+        train(cfg, progress=False)
+    message = str(info.value)
+    assert f"{key}=true needs training images from at least two cameras" in message and "\n" not in message
+    assert "data.name=folder" in message
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

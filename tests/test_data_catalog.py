@@ -22,8 +22,10 @@ def scratch_registry():
 
 
 def test_builtin_names_and_their_options():
-    assert DATASETS.names() == ["dukemtmcreid", "folder", "market1501", "msmt17", "personx", "synthetic", "veri776"]
+    assert DATASETS.names() == ["cuhk01", "cuhk03", "dukemtmcreid", "folder", "market1501", "msmt17", "personx",
+                                "synthetic", "veri776"]
     assert dataset_options("market1501") == ()
+    assert dataset_options("cuhk03") == ("boxes",) and dataset_options("cuhk01") == ("split_seed",)
     assert dataset_options("folder") == ("camera_pattern",)
     assert dataset_options("synthetic") == ("num_ids", "num_cameras", "seed", "height", "width", "images_per_camera")
     assert find_dataset("Market-1501")[0] == "market1501" and find_dataset("VeRi-776")[0] == "veri776"
@@ -44,6 +46,31 @@ def test_plugin_loader_gets_its_options(tmp_path, scratch_registry):
     one_line_error(lambda: load_dataset("my_set", tmp_path, min_imgs=2), "min_imgs", "myset", "min_images, tag")
     one_line_error(lambda: load_dataset("my_set", None), "myset", "root", "data.root")
     one_line_error(lambda: register_dataset("my-set", lambda root: None), "myset", "already registered")
+
+
+def test_option_values_checked_from_annotations(tmp_path, scratch_registry):
+    from typing import Literal
+
+    def load_typed(root, size: int = 1, mode: Literal["a", "b"] = "a", flag: Literal[True, False] = True,
+                   free: "NoSuchType" = None) -> ReIDDataset:  # noqa: F821 - an unresolvable annotation
+        return ReIDDataset("typed", str(root), train=[(f"{mode}{flag}.jpg", -1, 0)] * size)
+
+    register_dataset("typed", load_typed)
+    # an annotation that does not resolve leaves its own option unchecked, not the others
+    assert load_dataset("typed", tmp_path, free=object()).train == [("aTrue.jpg", -1, 0)]
+    one_line_error(lambda: load_dataset("typed", tmp_path, mode="z"), "data.options.mode='z'", "a, b", "typed")
+    one_line_error(lambda: load_dataset("typed", tmp_path, sizes=2), "unknown option(s) sizes")
+
+    def load_checked(root, size: int = 1, mode: Literal["a", "b"] = "a", flag: Literal[True, False] = True):
+        return ReIDDataset("checked", str(root), train=[(f"{mode}{flag}.jpg", -1, 0)] * size)
+
+    register_dataset("checked", load_checked)
+    assert load_dataset("checked", tmp_path, size=2, mode="b", flag=False).train == [("bFalse.jpg", -1, 0)] * 2
+    one_line_error(lambda: load_dataset("checked", tmp_path, mode="c"), "data.options.mode='c'", "a, b", "checked")
+    one_line_error(lambda: load_dataset("checked", tmp_path, flag=1), "data.options.flag=1", "True, False")
+    one_line_error(lambda: load_dataset("checked", tmp_path, size="2"), "data.options.size='2'", "integer")
+    one_line_error(lambda: load_dataset("checked", tmp_path, size=True), "data.options.size=True", "integer")
+    one_line_error(lambda: load_dataset("checked", tmp_path, size=2.0), "data.options.size=2.0", "integer")
 
 
 def test_required_options_var_kwargs_and_optional_root(tmp_path, scratch_registry):
@@ -67,7 +94,7 @@ def test_bad_loaders_are_one_line_errors(tmp_path, scratch_registry):
     one_line_error(lambda: register_dataset("", lambda root: None), "non-empty")
     register_dataset("wrong_type", lambda root: [("a.jpg", 1, 0)])
     one_line_error(lambda: load_dataset("wrong_type", tmp_path), "wrongtype", "list", "ReIDDataset")
-    one_line_error(lambda: load_dataset("cuhk-03", tmp_path), "cuhk-03", "data.name", "market1501", "veri776")
+    one_line_error(lambda: load_dataset("vi-per", tmp_path), "vi-per", "data.name", "market1501", "veri776")
 
 
 def test_builtin_loaders_still_work_through_the_registry(tmp_path):
@@ -80,9 +107,11 @@ def test_no_import_between_datasets_and_synthetic():
     """The loaders' modules import the shared layout module, never each other (not even in functions)."""
     folder = Path(data.__file__).parent
     imported = {}
-    for module in ("datasets", "synthetic", "market_layout", "catalog", "samples", "synthetic_drawing"):
+    loaders = {"datasets", "synthetic", "cuhk"}
+    for module in (*sorted(loaders), "market_layout", "catalog", "samples", "synthetic_drawing"):
         tree = ast.parse((folder / f"{module}.py").read_text())
         imported[module] = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level}
-    assert "synthetic" not in imported["datasets"] and "datasets" not in imported["synthetic"]
+    for module in loaders:
+        assert not imported[module] & (loaders - {module}), module
     for low in ("market_layout", "catalog", "samples", "synthetic_drawing"):
-        assert not imported[low] & {"datasets", "synthetic"}, low
+        assert not imported[low] & loaders, low

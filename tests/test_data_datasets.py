@@ -240,7 +240,7 @@ def test_folder_partial_market_layout_is_an_error(tmp_path):
 
 
 def test_unknown_name_and_option(tmp_path):
-    one_line_error(lambda: load_dataset("cuhk03", tmp_path), "cuhk03", "market1501")
+    one_line_error(lambda: load_dataset("viper", tmp_path), "viper", "market1501")
     one_line_error(lambda: load_dataset("market1501", tmp_path, camera_pattern="x"), "camera_pattern", "market1501")
     one_line_error(lambda: load_dataset("synthetic", tmp_path, num_idz=3), "num_idz", "num_ids")
 

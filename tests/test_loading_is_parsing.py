@@ -4,7 +4,6 @@ imported never appears); they import one only when named (``--plugins``). A chec
 objective and labeler is used without them; one of a plug-in backbone says which plug-in to pass."""
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,6 +6,7 @@
     sampler = ClusterBatchSampler(labels, [c for _, _, c in ds.train], 16, 256, 200, seed=1)
 """
 
+from . import cuhk as _cuhk_loaders  # noqa: F401  (registers cuhk03, cuhk01)
 from . import datasets as _builtin_loaders  # noqa: F401  (registers market1501, msmt17, ...)
 from .catalog import DATASETS, check_dataset_options, dataset_options, find_dataset, load_dataset, register_dataset
 from .images import ImageDataset, check_images, read_image

@@ -1,11 +1,12 @@
 """The dataset registry: a name -> loader table that plug-ins add to, and :func:`load_dataset`.
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters *are* its options
-(config key ``data.options``, a mapping), so the known options are read from its signature. A
+(config key ``data.options``, a mapping), so the known options are read from its signature, and
+so are the values an option takes: an ``int`` or ``Literal[...]`` annotation is checked. A
 ``root`` parameter with a default (the synthetic set's ``None``) means the root may be omitted.
 
     @register_dataset("my_set")
-    def load_my_set(root, min_height: int = 0) -> ReIDDataset: ...
+    def load_my_set(root, min_height: int = 0, boxes: Literal["a", "b"] = "a") -> ReIDDataset: ...
 
     ds = load_dataset("My-Set", "/data", min_height=64)   # names: case, "-" and "_" ignored
 """
@@ -72,8 +73,9 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 
 def check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """One-line error for an option the loader of ``name`` does not take, an ill-typed or a missing
-    one (:func:`dmireid.registry.check_options` on the loader's signature, the root excluded)."""
+    """One-line error for an option the loader of ``name`` does not take, an ill-typed (``int``,
+    ``Literal[...]``, ...) or a missing one (:func:`dmireid.registry.check_options` on the loader's
+    signature, the root excluded)."""
     key, loader = find_dataset(name)
     _signature(loader, key)
     check_options(loader, options, kind="dataset", name=key, key="data.options", positional=1)
@@ -82,8 +84,9 @@ def check_dataset_options(name: str, options: dict[str, Any]) -> None:
 def load_dataset(name: str, root: str | os.PathLike | None, **options) -> ReIDDataset:
     """Read the registered dataset ``name`` at ``root`` with the loader's ``options``.
 
-    Built in: market1501 | dukemtmcreid | msmt17 | veri776 | personx | folder | synthetic.
-    ``root`` is the dataset folder or a folder holding it under its usual name; ``folder`` takes
+    Built in: market1501 | dukemtmcreid | msmt17 | veri776 | personx | cuhk03 | cuhk01 | folder |
+    synthetic. ``root`` is the dataset folder or a folder holding it under its usual name;
+    ``cuhk03`` takes ``boxes`` (labeled | detected), ``cuhk01`` ``split_seed``; ``folder`` takes
     ``camera_pattern`` (regex on file names, group 1 = camera number); ``synthetic`` takes the
     :func:`make_synthetic` arguments (root None = a cache folder).
     """

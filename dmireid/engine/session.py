@@ -67,6 +67,7 @@ class TrainingSession:
         self.train_cameras = np.array([cam for _, _, cam in self.dataset.train], dtype=np.int64)  # N, 0..
         if dist.is_main() and not self.train_cameras.any():
             log.info("the training set has one camera (every camera id is 0)")
+        self.parts.check_cameras(self.train_cameras)
         self.model = self.parts.model().to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -30,7 +30,7 @@ from .. import distributed as dist
 from ..config import Config
 from ..errors import DmireidError
 from ..objectives import ObjectiveContext, build_objective
-from ..pseudo_labels import call_labeler, label_quality
+from ..pseudo_labels import call_labeler, camera_spread, label_quality
 from ..run_files import CONFIG, LAST_CHECKPOINT
 from ..seeding import epoch_seed, seed_everything
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
@@ -173,6 +173,8 @@ class Trainer(TrainingSession):
         self.record.update(num_clusters=num_clusters, num_outliers=int((labels[ok] < 0).sum()), num_unreadable=n_bad)
         if num_clusters >= 1 and (true >= 0).all():
             self.record.update(label_quality(labels[ok], true[ok]))
+        if num_clusters >= 1:
+            self.record.update(camera_spread(labels[ok], cameras[ok]))
         return labels
 
     def objective_context(self, features: torch.Tensor, labels: np.ndarray) -> ObjectiveContext:
@@ -191,7 +193,7 @@ class Trainer(TrainingSession):
         self.model.train()
         if self.ema is not None:
             self.ema.module.train(self.loop.momentum_forward == "train")
-        labels_t = torch.from_numpy(labels)
+        labels_t, cameras_t = torch.from_numpy(labels), torch.from_numpy(self.train_cameras)
         sampler = self.parts.sampler(labels, self.train_cameras, self.epoch, self.rank, self.world_size)
         loader = train_loader(sampler, self.parts.train_images(self.dataset.train),
                               epoch_seed(self.loop.seed, self.epoch), self.loop.batch_size, self.rank,
@@ -204,7 +206,8 @@ class Trainer(TrainingSession):
             if self.use_channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             y = labels_t[index[ok]].to(self.device, non_blocking=True)
-            loss, terms = self.step(images, y, iteration)
+            cameras = cameras_t[index[ok]].to(self.device, non_blocking=True) if self.objective.needs_cameras else None
+            loss, terms = self.step(images, y, iteration, cameras)
             losses.append(loss.detach())
             for key, value in terms.items():
                 terms_sum[key] = terms_sum.get(key, 0.0) + value.detach()
@@ -220,15 +223,17 @@ class Trainer(TrainingSession):
         self.record.update({k: float(v) / len(losses) for k, v in terms_sum.items()})
         self.record["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
 
-    def step(self, images: torch.Tensor, y: torch.Tensor, iteration: int):
-        """One optimisation step; returns (loss, {term: value}) as device tensors."""
+    def step(self, images: torch.Tensor, y: torch.Tensor, iteration: int, cameras: torch.Tensor | None = None):
+        """One optimisation step; returns (loss, {term: value}) as device tensors. ``cameras`` (B)
+        reach the objective only when it ``needs_cameras``."""
         with self.autocast():
             f = self.model(images).float()  # B×d, unit rows
         f_momentum = None
         if self.ema is not None and (self.objective.needs_momentum_features or self.loop.momentum_forward == "train"):
             with torch.no_grad(), self.autocast():  # train mode: moves θ''s BN running statistics
                 f_momentum = self.ema.module(images).float()
-        loss, terms = self.objective.loss(f, y)
+        with_cameras = {"cameras": cameras} if self.objective.needs_cameras else {}
+        loss, terms = self.objective.loss(f, y, **with_cameras)
         self.check_finite(loss, iteration)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -239,7 +244,9 @@ class Trainer(TrainingSession):
             f_all, y_all = dist.all_gather_uneven(f.detach()), dist.all_gather_uneven(y)
             gather_fm = f_momentum is not None and self.objective.needs_momentum_features
             fm_all = dist.all_gather_uneven(f_momentum) if gather_fm else None
-            self.objective.update(f_all, fm_all, y_all)
+            if with_cameras:
+                with_cameras = {"cameras": dist.all_gather_uneven(cameras)}
+            self.objective.update(f_all, fm_all, y_all, **with_cameras)
             if self.ema is not None:
                 if f_momentum is not None and self.ema.module.training:
                     dist.average_buffers(self.ema.module)  # θ''s own train-mode BN statistics, as θ's

@@ -10,6 +10,9 @@
         .logits(f, y) ; .loss(f, y) ; .replace(f_momentum, y, generator)
         .sample_members(labels, k, generator) ; .from_features(features, labels, k, generator)
     MomentumEncoder(model, alpha=0.999, buffers=False): .module ; .update(model) ; .embed(x, mode)
+    CameraProxies.from_features(features, labels, cameras, momentum=0.2, temperature=0.07, hard_negatives=50)
+        .losses(f, y, cameras) -> (intra, inter) ; .update(f, y, cameras)   # CAP, one proxy per (cluster, camera)
+    camera_centroids(features, labels, cameras) -> (M×d, M clusters, M cameras)
         (buffers=False: parameters only, BN buffers follow the copy's own train-mode forwards)
 
 Every default equals the ``memory`` config key's (tests/test_build.py compares them).
@@ -18,11 +21,14 @@ Every memory is an nn.Module whose state lives in buffers (state_dict round-trip
 no gradient; updates run under no_grad, vectorised (no per-sample loop or device sync).
 """
 
+from .camera import CameraProxies, camera_centroids
 from .ema import MomentumEncoder
 from .instances import MultiInstanceProxies
 from .proxies import UPDATE_RULES, ClusterProxies, DiscrepantProxies, cluster_centroids
 
 __all__ = [
+    "CameraProxies",
+    "camera_centroids",
     "UPDATE_RULES",
     "ClusterProxies",
     "DiscrepantProxies",

@@ -67,9 +67,13 @@ class Objective(nn.Module):
 
     ``needs_momentum_features``: True when :meth:`update` uses the momentum encoder's features of
     the batch (the engine then computes them; otherwise it passes None unless it forwards θ' anyway).
+    ``needs_cameras``: True when :meth:`loss` and :meth:`update` take the batch's camera ids as the
+    keyword ``cameras=`` (B int64, on the features' device); False: they are called without it, so
+    an objective written before cameras existed keeps working.
     """
 
     needs_momentum_features: bool = False
+    needs_cameras: bool = False
 
     @classmethod
     def uses_momentum_encoder(cls, settings: Any, options: dict, stage: int) -> bool:

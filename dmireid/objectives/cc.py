@@ -1,4 +1,7 @@
-"""Cluster Contrast (spec §4.1): one proxy per cluster, cross-entropy against the proxies."""
+"""Cluster Contrast (spec §4.1): one proxy per cluster, cross-entropy against the proxies.
+
+With ``memory.camera_proxies`` CAP's camera-aware terms are added (:mod:`.camera`).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +9,42 @@ import torch
 
 from ..memory import ClusterProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
+from .camera import CameraTerms
 
 
 class ClusterContrast(Objective):
     """``method=cc``: a :class:`~dmireid.memory.ClusterProxies` memory initialised with the centroids."""
 
-    def __init__(self, memory: ClusterProxies):
+    def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None):
         super().__init__()
         self.memory = memory
+        self.camera = camera
+        self.camera_memory = camera.memory if camera is not None else None
+        self.needs_cameras = camera is not None
 
     @classmethod
     def describe(cls, settings, options, stage) -> str:
-        return f"method cc: one proxy per cluster, update={settings.cc_update}"
+        return f"method cc: one proxy per cluster, update={settings.cc_update}{CameraTerms.describe(settings)}"
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> "ClusterContrast":
         s = context.settings
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
-        return cls(ClusterProxies(centroids, update=s.cc_update, momentum=s.momentum, temperature=s.temperature))
+        return cls(ClusterProxies(centroids, update=s.cc_update, momentum=s.momentum, temperature=s.temperature),
+                   CameraTerms.build(context))
 
-    def loss(self, f: torch.Tensor, y: torch.Tensor):
-        return self.memory.loss(f, y), {}
+    def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
+        loss, terms = self.memory.loss(f, y), {}
+        if self.camera is not None:
+            terms["loss_cc"] = loss
+            loss = self.camera.add_to(loss, terms, f, y, cameras)
+        return loss, terms
 
     @torch.no_grad()
-    def update(self, f, f_momentum, y) -> None:
+    def update(self, f, f_momentum, y, cameras: torch.Tensor | None = None) -> None:
         self.memory.update(f, y)
+        if self.camera is not None:
+            self.camera.update(f, y, cameras)
 
 
 register_objective("cc", ClusterContrast)

@@ -8,6 +8,8 @@
 3. A **momentum encoder** θ' (the engine keeps it when :meth:`DMI.uses_momentum_encoder` says so).
 
 With ``train.schedule=two_stage`` the first stage trains DCP alone (no MIP, no θ').
+With ``memory.camera_proxies`` CAP's camera-aware terms are ADDED to L_DCP + λ·L_MIP, in both
+stages, over their own (cluster, camera) memory (:mod:`.camera`); DCP and MIP are unchanged.
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ import torch
 
 from ..memory import DiscrepantProxies, MultiInstanceProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
+from .camera import CameraTerms
 
 
 class DMI(Objective):
     """``method=dmi``: DCP always; MIP in stage 2 (every epoch with ``train.schedule=single``)."""
 
     def __init__(self, dcp: DiscrepantProxies, mip: MultiInstanceProxies | None = None, mip_weight: float = 1.0,
-                 mip_source: str = "online", generator: torch.Generator | None = None):
+                 mip_source: str = "online", generator: torch.Generator | None = None,
+                 camera: CameraTerms | None = None):
         super().__init__()
         self.dcp, self.mip = dcp, mip
+        self.camera = camera
+        self.camera_memory = camera.memory if camera is not None else None
+        self.needs_cameras = camera is not None
         self.mip_weight, self.mip_source, self.generator = float(mip_weight), mip_source, generator
         self.needs_momentum_features = mip is not None and mip_source == "momentum"
 
@@ -40,7 +47,8 @@ class DMI(Objective):
                f"mip_negatives_topk={s.mip_negatives_topk or 'all'}, mip_weight={s.mip_weight}, "
                f"momentum encoder forward in {s.ema_forward} mode, EMA of BN buffers {s.ema_buffers}"
                if stage == 2 else "no MIP and no momentum encoder in stage 1")
-        return f"method dmi: dcp_updates={s.dcp_updates}, dcp_margins={s.dcp_margins}, {mip}"
+        return (f"method dmi: dcp_updates={s.dcp_updates}, dcp_margins={s.dcp_margins}, {mip}"
+                f"{CameraTerms.describe(s)}")
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> "DMI":
@@ -48,26 +56,31 @@ class DMI(Objective):
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         dcp = DiscrepantProxies(centroids, updates=tuple(s.dcp_updates), momentum=s.momentum,
                                 temperature=s.temperature, margins=tuple(s.dcp_margins))
+        camera = CameraTerms.build(context)
         if context.stage != 2:
-            return cls(dcp)
+            return cls(dcp, camera=camera)
         generator = torch.Generator(device=context.device).manual_seed(context.seed)
         return cls(dcp, initial_instances(context), mip_weight=s.mip_weight, mip_source=s.mip_source,
-                   generator=generator)
+                   generator=generator, camera=camera)
 
-    def loss(self, f: torch.Tensor, y: torch.Tensor):
+    def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
         terms = {"loss_dcp": self.dcp.loss(f, y)}
         loss = terms["loss_dcp"]
         if self.mip is not None:
             terms["loss_mip"] = self.mip.loss(f, y)
             loss = loss + self.mip_weight * terms["loss_mip"]
+        if self.camera is not None:
+            loss = self.camera.add_to(loss, terms, f, y, cameras)
         return loss, terms
 
     @torch.no_grad()
-    def update(self, f, f_momentum, y) -> None:
+    def update(self, f, f_momentum, y, cameras: torch.Tensor | None = None) -> None:
         self.dcp.update(f, y)
         if self.mip is not None:
             source = f_momentum if self.mip_source == "momentum" and f_momentum is not None else f
             self.mip.replace(source, y, self.generator)
+        if self.camera is not None:
+            self.camera.update(f, y, cameras)
 
 
 def initial_instances(context: ObjectiveContext) -> MultiInstanceProxies:

@@ -14,6 +14,10 @@ Public API (contract, see docs/architecture.md)::
     build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
     check_labeler_options(name, options) ; check_eps(eps)   # the option check and the one eps range
     call_labeler(labeler, features, cameras, identities)   # passes the keywords the labeler names
+    InfomapLabeler(k=15, min_sim=0.5, outlier_size=4)(features) -> labels   # Cluster Contrast's InfoMap
+    camera_jaccard_distance(features, cameras, k1_intra, k1_inter, k2_intra, k2_inter, max_distance)
+        -> CA-Jaccard sparse distance (JaccardDBSCAN(camera_balance=True))
+    camera_spread(labels, cameras) -> {"cluster_cross_camera_share", "cluster_cameras_mean"}
 
 Decisions (documented in the modules):
 
@@ -31,7 +35,9 @@ Decisions (documented in the modules):
 - label_quality counts outliers (-1) as singleton clusters.
 """
 
-from dmireid.pseudo_labels.clustering import check_eps, cluster, label_quality
+from dmireid.pseudo_labels.camera_jaccard import camera_jaccard_distance
+from dmireid.pseudo_labels.clustering import camera_spread, check_eps, cluster, label_quality
+from dmireid.pseudo_labels.infomap import InfomapLabeler
 from dmireid.pseudo_labels.jaccard import jaccard_distance
 from dmireid.pseudo_labels.ground_truth import GroundTruthLabeler
 from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, build_labeler, call_labeler,
@@ -39,5 +45,5 @@ from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, bui
 from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
 __all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
-           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS",
-           "check_labeler_options", "check_eps"]
+           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS", "InfomapLabeler",
+           "camera_jaccard_distance", "camera_spread", "check_labeler_options", "check_eps"]

@@ -138,3 +138,25 @@ def label_quality(pseudo_labels, true_pids) -> dict:
         "pair_precision": both / pred if pred > 0 else 0.0,
         "pair_recall": both / true if true > 0 else 0.0,
     }
+
+
+def camera_spread(pseudo_labels, cameras) -> dict:
+    """How far clusters reach across cameras (label-free): N labels (-1 outlier), N camera ids ->
+
+    ``{"cluster_cross_camera_share": share of clusters with images from >= 2 cameras,
+    "cluster_cameras_mean": mean number of distinct cameras per cluster}`` (0 and 0 without a
+    cluster). Vectorised: one ``unique`` over (cluster, camera) keys.
+    """
+    labels = np.asarray(pseudo_labels, dtype=np.int64).reshape(-1)
+    cams = np.asarray(cameras, dtype=np.int64).reshape(-1)
+    if labels.shape != cams.shape:
+        raise ValueError(f"{labels.size} labels but {cams.size} camera ids")
+    keep = labels >= 0
+    if not keep.any():
+        return {"cluster_cross_camera_share": 0.0, "cluster_cameras_mean": 0.0}
+    width = int(cams.max()) + 1
+    pairs = np.unique(labels[keep] * width + cams[keep])
+    per_cluster = np.bincount(pairs // width)
+    per_cluster = per_cluster[per_cluster > 0]  # cluster ids without a member do not count
+    return {"cluster_cross_camera_share": float((per_cluster >= 2).mean()),
+            "cluster_cameras_mean": float(per_cluster.mean())}

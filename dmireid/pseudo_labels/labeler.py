@@ -22,10 +22,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from ..errors import DmireidError
 from ..registry import Registry, check_options
+from .camera_jaccard import camera_jaccard_distance
 from .clustering import check_eps, cluster
 from .ground_truth import GroundTruthLabeler
+from .infomap import InfomapLabeler
 from .jaccard import jaccard_distance
 from .sharded import share_from_main
 
@@ -42,8 +45,9 @@ class Labeler(Protocol):
 
 
 # the settings a labeler factory gets when it names them, and the config key of each
-SETTINGS = {"k1": "pseudo_labels.k1", "k2": "pseudo_labels.k2", "eps": "pseudo_labels.eps",
-            "min_samples": "pseudo_labels.min_samples", "knn_backend": "pseudo_labels.knn_backend",
+SETTINGS = {**{key: f"pseudo_labels.{key}" for key in ("k1", "k2", "eps", "min_samples", "knn_backend",
+                                                        "camera_balance", "k1_intra", "k1_inter", "k2_intra",
+                                                        "k2_inter")},
             "progress": "the progress setting", "device": "the run's device"}
 
 
@@ -51,8 +55,8 @@ def register_labeler(name: str, factory=None, *, overwrite: bool = False):
     """Register a labeler class/factory under ``name`` (also usable as ``@register_labeler(name)``).
 
     The factory is called with the ``pseudo_labels`` settings it accepts by name (:data:`SETTINGS`:
-    ``k1``, ``k2``, ``eps``, ``min_samples``, ``knn_backend``, ``progress``, ``device``) plus
-    ``pseudo_labels.options``.
+    ``k1``, ``k2``, ``eps``, ``min_samples``, ``knn_backend``, the camera-balance keys, ``progress``,
+    ``device``) plus ``pseudo_labels.options``.
     """
     return LABELERS.register(name, factory, overwrite=overwrite)
 
@@ -66,29 +70,41 @@ class JaccardDBSCAN:
     (:mod:`.sharded`), rank 0 computes the graph and DBSCAN, and every rank returns rank 0's
     labels. Labels do not depend on the number of ranks. ``device``: where the torch kNN backend searches (``None``: the features' device;
     faiss uses the current CUDA device when it has GPUs).
+
+    ``camera_balance``: the camera-aware Jaccard distance of CA-Jaccard (:mod:`.camera_jaccard`,
+    lists ``k1_intra``/``k1_inter``, query expansion ``k2_intra``/``k2_inter``; k1/k2 unused) on
+    the training cameras (``cameras=``), computed by rank 0 alone.
     """
 
     collective = True
 
     def __init__(self, k1: int = 30, k2: int = 6, eps: float = 0.6, min_samples: int = 4,
-                 knn_backend: str = "auto", progress: bool = True, device: str | torch.device | None = None):
+                 knn_backend: str = "auto", progress: bool = True, device: str | torch.device | None = None,
+                 camera_balance: bool = False, k1_intra: int = 5, k1_inter: int = 20, k2_intra: int = 3,
+                 k2_inter: int = 3):
         check_eps(eps)
+        self.camera_balance = bool(camera_balance)
+        self.camera_lists = {"k1_intra": int(k1_intra), "k1_inter": int(k1_inter), "k2_intra": int(k2_intra),
+                             "k2_inter": int(k2_inter)}
         self.k1, self.k2, self.eps, self.min_samples = int(k1), int(k2), float(eps), int(min_samples)
         self.knn_backend, self.progress = knn_backend, progress
         self.device = None if device is None else torch.device(device)
         self.timings: dict[str, float] = {}  # seconds per phase of the last call
 
     def __repr__(self) -> str:
+        balance = f", camera_balance {self.camera_lists}" if self.camera_balance else ""
         return (f"JaccardDBSCAN(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
-                f"knn_backend={self.knn_backend})")
+                f"knn_backend={self.knn_backend}{balance})")
 
-    def __call__(self, features: torch.Tensor) -> np.ndarray:
+    def __call__(self, features: torch.Tensor, cameras: np.ndarray | None = None) -> np.ndarray:
         n = len(features)
         if n < 2:
             raise DmireidError(f"clustering needs at least 2 images, got {n}")
         self.timings = {}
         if self.device is not None:
             features = torch.as_tensor(features).to(self.device)
+        if self.camera_balance:
+            return share_from_main(self.camera_balanced(features, cameras))
         distance = jaccard_distance(features, k1=self.k1, k2=self.k2, max_distance=self.eps, knn_backend=self.knn_backend,
                                     progress=self.progress, collective=True, timings=self.timings)
         if distance is None:  # not rank 0: it receives rank 0's labels below
@@ -97,9 +113,20 @@ class JaccardDBSCAN:
             labels = np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
         return share_from_main(labels)
 
+    def camera_balanced(self, features: torch.Tensor, cameras: np.ndarray | None) -> np.ndarray:
+        """Labels from the CA-Jaccard distance on rank 0 (-1 everywhere on the other ranks)."""
+        if cameras is None:
+            raise DmireidError("pseudo_labels.camera_balance=true needs the images' camera ids")
+        if not dist.is_main():
+            return np.full(len(features), -1, dtype=np.int64)
+        distance = camera_jaccard_distance(features, cameras, max_distance=self.eps, knn_backend=self.knn_backend,
+                                           **self.camera_lists)
+        return np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
+
 
 register_labeler("jaccard_dbscan", JaccardDBSCAN)
 register_labeler("ground_truth", GroundTruthLabeler)
+register_labeler("infomap", InfomapLabeler)
 
 
 def call_labeler(labeler: Labeler, features: torch.Tensor, cameras: np.ndarray,
