@@ -15,7 +15,7 @@ from dmireid.devices import autocast_dtype
 from dmireid.engine import EvaluationHook, Hook, Trainer, train
 from dmireid.errors import DmireidError
 from dmireid.inference import cluster_folder, evaluate_model, extract_features, group_features
-from dmireid.memory import ClusterProxies, DiscrepantProxies, MomentumEncoder, MultiInstanceProxies
+from dmireid.memory import CameraProxies, ClusterProxies, DiscrepantProxies, MomentumEncoder, MultiInstanceProxies
 from dmireid.models import GeM, build_model
 from dmireid.objectives import DMI
 from dmireid.pseudo_labels import JaccardDBSCAN, build_labeler, cluster, jaccard_distance, knn
@@ -36,7 +36,9 @@ DEFAULTS = [
     *[(build_model, name, ModelConfig, name) for name in ("arch", "pretrained", "pooling", "gem_p", "last_stride",
                                                            "bn_group_size")],
     (GeM, "p", ModelConfig, "gem_p"),
-    *[(JaccardDBSCAN, name, PseudoLabelConfig, name) for name in ("k1", "k2", "eps", "min_samples", "knn_backend")],
+    *[(JaccardDBSCAN, name, PseudoLabelConfig, name) for name in ("k1", "k2", "eps", "min_samples", "knn_backend",
+                                                                   "camera_balance", "k1_intra", "k1_inter",
+                                                                   "k2_intra", "k2_inter")],
     *[(group_features, name, PseudoLabelConfig, name) for name in ("k1", "k2", "eps", "min_samples", "knn_backend")],
     *[(cluster_folder, name, PseudoLabelConfig, name) for name in ("k1", "k2", "eps", "min_samples")],
     (build_labeler, "name", PseudoLabelConfig, "labeler"),
@@ -52,6 +54,9 @@ DEFAULTS = [
     (MultiInstanceProxies, "negatives_topk", MemoryConfig, "mip_negatives_topk"),
     (MomentumEncoder, "alpha", MemoryConfig, "ema_momentum"), (MomentumEncoder, "buffers", MemoryConfig, "ema_buffers"),
     (DMI, "mip_weight", MemoryConfig, "mip_weight"), (DMI, "mip_source", MemoryConfig, "mip_source"),
+    (CameraProxies.from_features, "momentum", MemoryConfig, "camera_momentum"),
+    (CameraProxies.from_features, "temperature", MemoryConfig, "camera_temperature"),
+    (CameraProxies.from_features, "hard_negatives", MemoryConfig, "camera_hard_negatives"),
 ]
 
 

@@ -2,7 +2,8 @@
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters *are* its options
 (config key ``data.options``, a mapping), so the known options are read from its signature, and
-so are the values an option takes: an ``int`` or ``Literal[...]`` annotation is checked. A
+so are the values an option takes (its annotation — ``int``, ``Literal[...]``, ... — else its
+default's type; :func:`dmireid.registry.check_options`, the check of every plug-in kind). A
 ``root`` parameter with a default (the synthetic set's ``None``) means the root may be omitted.
 
     @register_dataset("my_set")
