@@ -168,7 +168,7 @@ def test_infomap_options_are_one_line_errors():
     pytest.importorskip("infomap")
     for options, fragment in (({"k": 1}, "options.k must be an integer >= 2"),
                               ({"min_sim": 2}, "options.min_sim"), ({"outlier_size": -1}, "options.outlier_size"),
-                              ({"eps": 0.5}, "unexpected keyword")):
+                              ({"eps": 0.5}, "gets eps from pseudo_labels.eps")):
         with pytest.raises(DmireidError, match=fragment) as info:
             build_labeler("infomap", options)
         assert "\n" not in str(info.value)
@@ -187,3 +187,23 @@ def test_infomap_missing_package_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_infomap)
     with pytest.raises(DmireidError, match=r'needs the infomap package: pip install "dmireid\[infomap\]"'):
         build_labeler("infomap")
+
+
+def test_infomap_runs_in_a_process_that_loaded_faiss():
+    """Result.modules() walks a SWIG iterator that segfaults once faiss (also SWIG) is loaded: the labeler
+    must not use it. A subprocess, so a crash fails this test instead of the whole run."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("infomap")
+    pytest.importorskip("faiss")
+    code = ("import faiss, torch\n"
+            "from dmireid.pseudo_labels import build_labeler\n"
+            "torch.manual_seed(0)\n"
+            "centers = torch.nn.functional.normalize(torch.randn(20, 32), dim=1)\n"
+            "f = torch.nn.functional.normalize(centers.repeat_interleave(6, 0) + 0.05 * torch.randn(120, 32), dim=1)\n"
+            "labels = build_labeler('infomap', k1=10, k2=6, eps=0.5, min_samples=4)(f)\n"
+            "print(int(labels.max()) + 1, int((labels < 0).sum()))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["20", "0"]

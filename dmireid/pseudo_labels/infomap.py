@@ -17,6 +17,8 @@ The kNN search is :func:`dmireid.pseudo_labels.sharded.knn` (N×k lists, no dens
 
 from __future__ import annotations
 
+import warnings
+
 import logging
 
 import numpy as np
@@ -60,9 +62,10 @@ def infomap_modules(sources: np.ndarray, targets: np.ndarray, weights: np.ndarra
     im = infomap.Infomap("--two-level --directed --silent")
     for s, t, w in zip(sources.tolist(), targets.tolist(), weights.tolist()):
         im.add_link(s, t, w)
-    result = im.run()
-    found = result.modules() if result is not None and hasattr(result, "modules") else im.get_modules()
-    found = found() if callable(found) else found
+    im.run()
+    with warnings.catch_warnings():  # get_modules is deprecated in infomap 2.x, but Result.modules() walks a
+        warnings.simplefilter("ignore")  # SWIG iterator that crashes the process once faiss (also SWIG) is loaded
+        found = im.get_modules()
     nodes = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
     modules[nodes] = np.fromiter(found.values(), dtype=np.int64, count=len(found))
     return modules
