@@ -190,14 +190,14 @@ def test_infomap_missing_package_is_one_line(monkeypatch):
 
 
 def test_infomap_runs_in_a_process_that_loaded_faiss():
-    """Result.modules() walks a SWIG iterator that segfaults once faiss (also SWIG) is loaded: the labeler
-    must not use it. A subprocess, so a crash fails this test instead of the whole run."""
+    """Result.modules() walks a SWIG iterator that segfaults when faiss (also SWIG) is loaded after infomap, as
+    the labeler's kNN does: the labeler must not use it. A subprocess, so a crash fails this test, not the run."""
     import subprocess
     import sys
 
     pytest.importorskip("infomap")
     pytest.importorskip("faiss")
-    code = ("import faiss, torch\n"
+    code = ("import torch\n"
             "from dmireid.pseudo_labels import build_labeler\n"
             "torch.manual_seed(0)\n"
             "centers = torch.nn.functional.normalize(torch.randn(20, 32), dim=1)\n"
