@@ -158,10 +158,18 @@ def _parameters(factory) -> list[inspect.Parameter] | None:
 
 def _hints(factory) -> dict[str, Any]:
     target = factory.__init__ if inspect.isclass(factory) else getattr(factory, "__func__", factory)
+    target = inspect.unwrap(target)
     try:
-        return typing.get_type_hints(inspect.unwrap(target))
-    except Exception:  # noqa: BLE001 - an annotation that does not resolve is not checked
-        return {}
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - resolve one by one: an annotation that does not resolve is not checked
+        pass
+    hints, namespace = {}, getattr(target, "__globals__", {})
+    for name, annotation in getattr(target, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307
+        except Exception:  # noqa: BLE001
+            continue
+    return hints
 
 
 def _type_of_default(default: Any) -> Any:

@@ -132,7 +132,8 @@ def test_uses_torch_rng_only_and_tries_100_times():
 
 
 def test_options_and_errors():
-    assert isinstance(build_train_transform(64, 32).transforms[-1], T.RandomErasing)  # the default
+    assert isinstance(build_train_transform(64, 32).transforms[-1], CCRandomErasing)  # the default (= data.erasing)
+    assert isinstance(build_train_transform(64, 32, erasing="torchvision").transforms[-1], T.RandomErasing)
     assert build_train_transform(64, 32, erase_value=0.0, erasing="cc").transforms[-1].value == (0.0, 0.0, 0.0)
     with pytest.raises(DmireidError, match="erasing 'random'.*data.erasing"):
         build_train_transform(64, 32, erasing="random")

@@ -68,7 +68,7 @@ def test_random_erasing_fill_area_and_probability():
 
 
 def test_erase_value_option():
-    t = build_train_transform(64, 32, erase_value=0.0)
+    t = build_train_transform(64, 32, erase_value=0.0, erasing="torchvision")
     assert t.transforms[-1].value == 0.0
 
 

@@ -185,7 +185,8 @@ def test_empty_and_all_outlier_batches_are_noops():
 # ------------------------------------------------------------------------------- DCP
 def test_discrepant_proxies_sets_rules_and_updates():
     P0 = unit(C, D, seed=11)
-    dcp = DiscrepantProxies(P0, updates=["hard", "mean", "sequential"], momentum=MOM, temperature=TAU)
+    dcp = DiscrepantProxies(P0, updates=["hard", "mean", "sequential"], momentum=MOM, temperature=TAU,
+                             margins=[0.0, 0.0, 0.0])
     assert len(dcp.sets) == 3 and [s.rule for s in dcp.sets] == ["hard", "mean", "sequential"]
     for s in dcp.sets:
         assert torch.equal(s.proxies, P0)

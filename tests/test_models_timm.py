@@ -22,7 +22,7 @@ VIT = "timm:vit_tiny_patch16_224"
 @pytest.fixture(scope="module")
 def cnn():
     torch.manual_seed(0)
-    return build_model("timm:resnet10t")
+    return build_model("timm:resnet10t", bn_group_size=0)  # plain BatchNorm (the 0.2 default is 64)
 
 
 @pytest.fixture(scope="module")
