@@ -137,11 +137,11 @@ def instrument(trainer: Trainer, clock: PhaseClock, true_labels: np.ndarray | No
         clock.seconds["iterations"] = clock.now() - clock.marks["objective_done"]
         clock.peaks["iterations"] = clock.peak()
 
-    def timed_step(images, y, iteration):
+    def timed_step(images, y, iteration, *args, **kwargs):
         if "batch" not in seen:
             seen["batch"] = (images.detach().cpu(), y.detach().cpu())
         start = time.perf_counter()
-        out = step(images, y, iteration)
+        out = step(images, y, iteration, *args, **kwargs)
         clock.step_spans.append((start, time.perf_counter()))
         return out
 
