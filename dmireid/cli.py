@@ -1,6 +1,6 @@
 """``dmireid`` command line: a thin layer that parses arguments and calls the library.
 
-Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize.
+Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize, serve.
 User errors print one line (``dmireid: error: ...``) and exit with status 2.
 """
 
@@ -227,6 +227,16 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import run_server
+
+    setup_logging()
+    run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
+               topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
+               max_pixels=args.max_pixels)
+    return 0
+
+
 def _model_options(p: argparse.ArgumentParser, flip: bool = True) -> None:
     p.add_argument("--encoder", choices=["online", "momentum"],
                    help="which encoder of the checkpoint (default: momentum when it has one)")
@@ -333,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evenly spaced queries (default) or the first ones")
     _model_options(p, flip=False)
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("serve", help="a local web page: search a gallery index with a dropped image, add it")
+    p.add_argument("index_dir", metavar="INDEX_DIR", help="gallery index folder (dmireid index build)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", help="checkpoint (default: the one the index was built with)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--topk", type=int, default=10, help="gallery images shown per query (the page can change it)")
+    p.add_argument("--threshold", type=float, help="match distance threshold (default: the index's)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
