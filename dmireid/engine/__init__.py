@@ -6,7 +6,7 @@
   embedder).
 - :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only``-safe checkpoints.
 - hooks: :class:`Hook`, :class:`ProgressHook`, :class:`EvaluationHook`, :class:`MetricsHook`,
-  :class:`CheckpointHook`.
+  :class:`CheckpointHook`, :class:`OpenSetHook` (the open-set threshold stored in ``last.pt``).
 
 Every name is imported on first use, so ``import dmireid.engine.<module>`` (or the model-use names)
 does not load the trainer and everything it pulls in.
@@ -20,12 +20,12 @@ _LAZY = {
     "FeatureExtractor": "dmireid.inference",
     "save_checkpoint": "dmireid.checkpoint", "load_checkpoint": "dmireid.checkpoint",
     "Hook": ".hooks", "ProgressHook": ".hooks", "EvaluationHook": ".hooks", "MetricsHook": ".hooks",
-    "CheckpointHook": ".hooks", "PseudoLabelsHook": ".hooks",
+    "CheckpointHook": ".hooks", "PseudoLabelsHook": ".hooks", "OpenSetHook": ".hooks",
 }
 
 __all__ = ["train", "Trainer", "evaluate_model", "extract_features", "save_checkpoint", "load_checkpoint",
            "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook", "PseudoLabelsHook",
-           "FeatureExtractor"]
+           "OpenSetHook", "FeatureExtractor"]
 
 
 def __getattr__(name):

@@ -31,7 +31,8 @@ from ..memory import MomentumEncoder
 from ..objectives import ObjectiveContext, get_objective
 from ..pseudo_labels import build_labeler, label_quality
 from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
-from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
+from .hooks import (CheckpointHook, EvaluationHook, Hook, MetricsHook, OpenSetHook, ProgressHook,
+                    PseudoLabelsHook)
 from .loader import train_loader
 from .session import (TrainingSession, build_model_from_config, evaluate_model,  # noqa: F401  (old import paths)
                       resolve_device)
@@ -60,7 +61,8 @@ class Trainer(TrainingSession):
         if t.save_pseudo_labels:
             hooks.append(PseudoLabelsHook(self.run_dir))
         return hooks + [EvaluationHook(self.evaluate_encoders, t.eval_every, t.epochs),
-                        MetricsHook(self.run_dir), CheckpointHook(self.run_dir, self.checkpoint_payload, self.best)]
+                        MetricsHook(self.run_dir), CheckpointHook(self.run_dir, self.checkpoint_payload, self.best),
+                        OpenSetHook(self.run_dir)]
 
     def stage(self, epoch: int) -> int:
         """1 during the first stage of a two_stage schedule, else 2."""

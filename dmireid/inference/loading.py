@@ -17,6 +17,7 @@ Three kinds of files load:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 from typing import Any
@@ -73,6 +74,20 @@ def load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
     if problem:
         raise DmireidError(f"{source}: the weights do not fit the model ({problem})")
     module.load_state_dict(weights, strict=False)
+
+
+def weights_fingerprint(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a state_dict: every tensor's name, dtype, shape and bytes, in name order.
+
+    Equal for a checkpoint's encoder weights and the ``state_dict()`` of the model loaded from them
+    (:func:`load_encoder` loads strictly), so it identifies the model that made a set of features.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _unwrap_state(state: dict) -> dict:
