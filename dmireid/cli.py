@@ -1,7 +1,7 @@
 """``dmireid`` command line: a thin layer that parses arguments and calls the library.
 
 Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize,
-index (build, add, remove, info, search) and calibrate (in :mod:`dmireid.cli_index`), serve.
+index (build, add, remove, info, search), calibrate and serve (in :mod:`dmireid.cli_index`).
 User errors print one line (``dmireid: error: ...``) and exit with status 2.
 """
 
@@ -255,16 +255,6 @@ def cmd_visualize(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from .serve import run_server
-
-    setup_logging()
-    run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
-               topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
-               max_pixels=args.max_pixels)
-    return 0
-
-
 def _plugins_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE",
                    help="import this plug-in first (repeatable): a checkpoint's backbone or dataset may come "
@@ -382,17 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_visualize)
     add_index_parsers(sub)
 
-    p = sub.add_parser("serve", help="a local web page: search a gallery index with a dropped image, add it")
-    p.add_argument("index_dir", metavar="INDEX_DIR", help="gallery index folder (dmireid index build)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--checkpoint", help="checkpoint (default: the one the index was built with)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--topk", type=int, default=10, help="gallery images shown per query (the page can change it)")
-    p.add_argument("--threshold", type=float, help="match distance threshold (default: the index's)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
-    p.set_defaults(func=cmd_serve)
     return parser
 
 

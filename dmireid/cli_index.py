@@ -1,4 +1,4 @@
-"""``dmireid index build|add|remove|info|search`` and ``dmireid calibrate``: argument parsing only.
+"""``dmireid index build|add|remove|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
 
 The work is :class:`dmireid.inference.GalleryIndex` and :func:`dmireid.inference.calibrate`.
 """
@@ -125,6 +125,18 @@ def _adding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", help="a label stored with each added image (e.g. a camera or a day)")
 
 
+def cmd_serve(args) -> int:
+    from .serve import run_server
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
+               topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
+               max_pixels=args.max_pixels)
+    return 0
+
+
 def add_index_parsers(sub) -> None:
     """The ``index`` command group and ``calibrate`` on the main parser's subparsers."""
     index = sub.add_parser("index", help="a persistent gallery: build, add, remove, info, search")
@@ -177,3 +189,15 @@ def add_index_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("serve", help="a local web page: search a gallery index with a dropped image, add it")
+    p.add_argument("index_dir", metavar="INDEX_DIR", help="gallery index folder (dmireid index build)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", help="checkpoint (default: the one the index was built with)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--topk", type=int, default=10, help="gallery images shown per query (the page can change it)")
+    p.add_argument("--threshold", type=float, help="match distance threshold (default: the index's)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
+    p.set_defaults(func=cmd_serve)
