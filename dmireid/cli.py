@@ -1,6 +1,7 @@
 """``dmireid`` command line: a thin layer that parses arguments and calls the library.
 
-Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize.
+Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize,
+index (build, add, remove, info, search), calibrate and serve (in :mod:`dmireid.cli_index`).
 User errors print one line (``dmireid: error: ...``) and exit with status 2.
 """
 
@@ -16,6 +17,7 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from .cli_index import add_index_parsers  # noqa: E402
 from .errors import DmireidError  # noqa: E402
 
 log = logging.getLogger("dmireid")
@@ -368,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evenly spaced queries (default) or the first ones")
     _model_options(p, flip=False)
     p.set_defaults(func=cmd_visualize)
+    add_index_parsers(sub)
+
     return parser
 
 

@@ -4,11 +4,12 @@ from its config in :mod:`dmireid.build`.
 - :func:`train` / :class:`Trainer` — run training from a :class:`~dmireid.config.Config`
   (``hooks=[...]`` are added to the default ones; ``default_hooks=False`` replaces them).
 - hooks: :class:`Hook`, :class:`ProgressHook`, :class:`PseudoLabelsHook`, :class:`EvaluationHook`,
-  :class:`MetricsHook`, :class:`CheckpointHook`.
+  :class:`MetricsHook`, :class:`CheckpointHook`,
+  :class:`OpenSetHook` (the open-set threshold stored in ``last.pt`` after training).
 """
 
-from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
+from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, OpenSetHook, ProgressHook, PseudoLabelsHook
 from .trainer import Trainer, train
 
 __all__ = ["train", "Trainer", "Hook", "ProgressHook", "PseudoLabelsHook", "EvaluationHook", "MetricsHook",
-           "CheckpointHook"]
+           "CheckpointHook", "OpenSetHook"]

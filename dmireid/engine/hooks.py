@@ -4,7 +4,8 @@ A hook's methods receive the trainer, from which the built-in hooks read plain d
 (``epoch``, ``record`` — the current epoch's metrics dict —, ``improved`` and ``last_logged_loss``);
 what they do (evaluate, build a checkpoint payload) is a function given to their constructor. Hooks
 run in list order; the default order is progress → pseudo-labels → evaluation → (the user's hooks)
-→ metrics → checkpoint, so a checkpoint always holds the metrics of its own epoch.
+→ metrics → checkpoint → open set, so a checkpoint always holds the metrics of its own
+epoch, and the open-set threshold is added to the final ``last.pt`` after training.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import numpy as np
 
 from .. import distributed as dist
 from ..checkpoint import save_checkpoint
+from ..errors import DmireidError
+from ..evaluation.open_set import estimate_threshold
+from ..inference.calibration import store_open_set
+from ..inference.loading import weights_fingerprint
 from ..progress import interactive, progress_bar
 from ..run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS, PSEUDO_LABELS_DIR, TENSORBOARD_DIR
 
@@ -151,6 +156,44 @@ class CheckpointHook(Hook):
             save_checkpoint(payload, self.run_dir / LAST_CHECKPOINT)
             if trainer.improved:
                 save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
+        dist.barrier()
+
+
+class OpenSetHook(Hook):
+    """After training: the open-set distance threshold of the final encoder, stored in ``last.pt``.
+
+    Keeps each epoch's pseudo-labels (``after_pseudo_labels``); at ``after_train`` it embeds the
+    training images with the encoder a user of the checkpoint gets (θ' when the run has one, else θ),
+    estimates the threshold at ``false_match_rate`` from the last epoch's clusters
+    (:func:`~dmireid.evaluation.open_set.estimate_threshold`) and rewrites ``last.pt`` atomically with
+    an ``open_set`` entry (rank 0). A run resumed after its last epoch has no labels: nothing is done.
+    """
+
+    def __init__(self, run_dir: Path, false_match_rate: float = 0.01):
+        self.path, self.false_match_rate = Path(run_dir) / LAST_CHECKPOINT, false_match_rate
+        self.labels: np.ndarray | None = None
+        self.labels_epoch = -1
+
+    def after_pseudo_labels(self, trainer, labels):
+        self.labels, self.labels_epoch = np.array(labels, dtype=np.int64), trainer.epoch
+
+    def after_train(self, trainer):
+        if self.labels is None:
+            return
+        encoder = trainer.ema.module if trainer.ema is not None else trainer.unwrapped
+        features, ok = trainer.extract(encoder, trainer.dataset.train, "extract train (open-set threshold)")
+        if dist.is_main():
+            try:
+                estimate = estimate_threshold(features, np.where(ok, self.labels, -1), self.false_match_rate)
+            except DmireidError as exc:
+                log.warning("open-set threshold not estimated: %s", exc)
+            else:
+                estimate.update(encoder="momentum" if trainer.ema is not None else "online",
+                                fingerprint=weights_fingerprint(encoder.state_dict()),
+                                estimated_from=f"training (pseudo-labels of epoch {self.labels_epoch + 1})")
+                store_open_set(self.path, estimate)
+                log.info("open-set threshold %.4f (cosine distance, %.1f%% false matches between clusters) "
+                         "stored in %s", estimate["threshold"], 100 * self.false_match_rate, self.path)
         dist.barrier()
 
 

@@ -33,7 +33,8 @@ from ..objectives import ObjectiveContext, build_objective
 from ..pseudo_labels import call_labeler, camera_spread, label_quality
 from ..run_files import CONFIG, LAST_CHECKPOINT
 from ..seeding import epoch_seed, seed_everything
-from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
+from .hooks import (CheckpointHook, EvaluationHook, Hook, MetricsHook, OpenSetHook, ProgressHook,
+                    PseudoLabelsHook)
 from .loader import train_loader
 from .session import TrainingSession
 
@@ -64,7 +65,8 @@ class Trainer(TrainingSession):
         if s.save_pseudo_labels:
             hooks.append(PseudoLabelsHook(self.run_dir))
         return hooks + [EvaluationHook(self.evaluate, s.eval_every, s.epochs), MetricsHook(self.run_dir),
-                        CheckpointHook(self.run_dir, self.checkpoint_payload)]
+                        CheckpointHook(self.run_dir, self.checkpoint_payload),
+                        OpenSetHook(self.run_dir)]
 
     def arrange_hooks(self, hooks: list[Hook], default_hooks: bool) -> list[Hook]:
         """The defaults with ``hooks`` before the ones that write the epoch (metrics, checkpoints)."""

@@ -47,15 +47,17 @@ class FeatureExtractor:
     mirror image (then renormalise). Attributes: ``model`` (eval mode, on ``device``),
     ``transform`` (the test transform), ``height``, ``width``, ``feature_dim``, ``encoder``,
     ``config`` (the checkpoint's :class:`~dmireid.config.Config`, None for a torchvision file).
+    ``source``: how errors and :meth:`settings` name a checkpoint given as a dict (its file name).
     """
 
     def __init__(self, checkpoint: str | Path | dict, device: str | torch.device | None = None,
-                 batch_size: int = 64, encoder: str | None = None, flip: bool = False, num_workers: int = 0):
+                 batch_size: int = 64, encoder: str | None = None, flip: bool = False, num_workers: int = 0,
+                 source: str | None = None):
         if encoder is not None and encoder not in ENCODERS:
             raise DmireidError(f"encoder {encoder!r} is not one of {', '.join(ENCODERS)}")
         if batch_size < 1:
             raise DmireidError(f"batch_size must be >= 1, got {batch_size}")
-        self.source = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+        self.source = source or ("checkpoint" if isinstance(checkpoint, dict) else str(checkpoint))
         self.batch_size, self.flip, self.num_workers = int(batch_size), bool(flip), int(num_workers)
         self.device = resolve_device(device)
         state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)

@@ -19,6 +19,7 @@ Three kinds of files load:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
@@ -65,6 +66,20 @@ def load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
     """Strict load (:func:`dmireid.models.weights.load_state_strict`; files older than torch 0.4.1 may
     lack ``num_batches_tracked``): any key or shape difference is one line naming the first mismatched key."""
     load_state_strict(module, weights, source, "the model")
+
+
+def weights_fingerprint(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a state_dict: every tensor's name, dtype, shape and bytes, in name order.
+
+    Equal for a checkpoint's encoder weights and the ``state_dict()`` of the model loaded from them
+    (:func:`load_encoder` loads strictly), so it identifies the model that made a set of features.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _unwrap_state(state: dict) -> dict | None:

@@ -1,0 +1,365 @@
+"""The files of a gallery index and how a change reaches them atomically ("nothing lost").
+
+    INDEX_DIR/meta.sqlite     the source of truth: one row per image (id, path UNIQUE, content hash,
+                              camera, tag, added_at, vector as a float32 BLOB) and a generation number
+    INDEX_DIR/vectors.faiss   faiss IndexIDMap2 (ids = row ids) over IndexFlatIP (exact) or
+                              IndexHNSWFlat with inner product (approximate): a derived, searchable copy
+    INDEX_DIR/index.json      model fingerprint, dim, checkpoint, threshold, index kind, format, and
+                              ``vectors_generation``: the generation vectors.faiss holds
+
+A change (add and/or remove rows) is, in this order:
+
+1. one SQLite transaction inserts/deletes the rows and increments ``generation`` to G+1 (SQLite's
+   rollback journal makes it all-or-nothing: a kill before COMMIT leaves generation G);
+2. the new faiss index is written to ``vectors.faiss.tmp``, fsynced, ``os.replace``-d over
+   ``vectors.faiss``, and the folder fsynced (a kill leaves the old file or the new one, whole);
+3. ``index.json`` is rewritten the same way with ``vectors_generation = G+1``.
+
+On open, ``vectors_generation`` is compared with SQLite's generation. Since step 3 follows step 2,
+equal numbers mean vectors.faiss holds exactly the rows of meta.sqlite; a lag (a kill between
+steps 1 and 3), a missing or unreadable vectors.faiss, or a row count that differs rebuilds
+vectors.faiss from the SQLite vectors (and writes it as in steps 2-3). So after a SIGKILL at any
+point the index is as before the change (killed before COMMIT) or as after it, and the next
+command works. Row ids are never reused (AUTOINCREMENT), so a faiss id always names one image.
+
+Writes hold an exclusive ``flock`` on ``INDEX_DIR/.lock`` (one writer across processes) and a
+thread lock; a reader that sees another process's newer generation reloads. Cost: every change
+rewrites vectors.faiss (O(N)); add images in batches. Removing from an approximate (HNSW) index
+rebuilds its graph. Tests inject SIGKILLs with ``DMIREID_TEST_KILL_AT=<point>`` (:data:`KILL_POINTS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import DmireidError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "dmireid-gallery/1"
+VECTORS, META, MANIFEST, LOCK = "vectors.faiss", "meta.sqlite", "index.json", ".lock"
+KINDS = ("exact", "approximate")
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+KILL_ENV = "DMIREID_TEST_KILL_AT"
+KILL_POINTS = ("before_meta_commit", "after_meta_commit", "before_vectors_replace", "after_vectors",
+               "after_manifest")
+COLUMNS = ("id", "path", "content_hash", "camera", "tag", "added_at")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, content_hash TEXT NOT NULL,
+    camera INTEGER, tag TEXT, added_at TEXT NOT NULL, vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS images_tag ON images(tag);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO state VALUES ('generation', 0);
+"""
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process at ``name`` when ``DMIREID_TEST_KILL_AT`` names it."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def faiss_module():
+    try:
+        import faiss  # noqa: PLC0415
+    except Exception:  # ImportError, or a broken binary wheel
+        raise DmireidError("the gallery index needs faiss: pip install 'dmireid[faiss]' (faiss-cpu)") from None
+    return faiss
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None], kill_before: str | None = None,
+                 kill_after: str | None = None) -> None:
+    """``write(tmp)``, fsync, ``os.replace(tmp, path)``, fsync the folder: ``path`` is old or new, whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if kill_before:
+            kill_point(kill_before)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DmireidError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if kill_after:
+        kill_point(kill_after)
+
+
+def write_json(path: Path, data: dict, kill_after: str | None = None) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"), kill_after=kill_after)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DmireidError(f"{folder} is not a gallery index (no {MANIFEST}; make one with dmireid index build)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DmireidError(f"{path} cannot be read ({' '.join(str(exc).split())[:120]})") from None
+    if manifest.get("format") != FORMAT:
+        raise DmireidError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    return manifest
+
+
+def new_vector_index(kind: str, dim: int, m: int = HNSW_M):
+    """An empty ``IndexIDMap2`` over exact ``IndexFlatIP`` or approximate ``IndexHNSWFlat`` (inner product)."""
+    faiss = faiss_module()
+    if kind == "exact":
+        inner = faiss.IndexFlatIP(dim)
+    else:
+        inner = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    return faiss.IndexIDMap2(inner)
+
+
+class MetaStore:
+    """meta.sqlite: rows and the generation number (autocommit connection, explicit transactions)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=60)
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise DmireidError(f"{path}: cannot open the metadata database ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def generation(self) -> int:
+        return int(self.db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM images").fetchone()[0])
+
+    def lookup(self, paths: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """``{path: (id, content_hash)}`` of the given paths that are in the index."""
+        found: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start:start + 500])
+            query = f"SELECT path, id, content_hash FROM images WHERE path IN ({','.join('?' * len(chunk))})"
+            found.update({p: (i, h) for p, i, h in self.db.execute(query, chunk)})
+        return found
+
+    def rows(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """``{id: {column: value}}`` (no vectors) of the given ids."""
+        out: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start:start + 500]]
+            query = f"SELECT {','.join(COLUMNS)} FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({row[0]: dict(zip(COLUMNS, row)) for row in self.db.execute(query, chunk)})
+        return out
+
+    def ids_under(self, paths: Sequence[str]) -> list[int]:
+        """Ids of rows whose path is one of ``paths`` or lies in a folder named by one of them."""
+        ids: set[int] = set()
+        for path in paths:
+            prefix = path.rstrip("/") + "/"
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            ids.update(i for (i,) in self.db.execute(
+                "SELECT id FROM images WHERE path = ? OR path LIKE ? ESCAPE '\\'", (path, escaped + "%")))
+        return sorted(ids)
+
+    def vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids int64 N, vectors float32 N×dim)`` of every row, by id."""
+        rows = self.db.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return ids, vectors
+
+    def apply(self, rows: Sequence[tuple], vectors: np.ndarray, delete_ids: Sequence[int]) -> tuple[int, np.ndarray]:
+        """One transaction: delete ``delete_ids``, insert ``rows`` (path, hash, camera, tag, added_at)
+        with ``vectors`` (row i ↔ vectors[i]) under fresh ids, generation + 1. Returns (generation, ids)."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM images WHERE id = ?", ((int(i),) for i in delete_ids))
+                seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='images'").fetchone()
+                first = (int(seq[0]) if seq else 0) + 1
+                ids = np.arange(first, first + len(rows), dtype=np.int64)
+                db.executemany("INSERT INTO images (id, path, content_hash, camera, tag, added_at, vector) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               ((int(i), *row, v.tobytes()) for i, row, v in zip(ids, rows, vectors)))
+                db.execute("UPDATE state SET value = value + 1 WHERE key='generation'")
+                generation = self.generation()
+                kill_point("before_meta_commit")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise DmireidError(f"{self.path}: the change was not saved ({exc}); the index is as it was") from None
+        kill_point("after_meta_commit")
+        return generation, ids
+
+
+class GalleryStore:
+    """meta.sqlite + vectors.faiss + index.json of one folder, kept in step (see the module doc)."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]):
+        self.folder, self.manifest = folder, manifest
+        self.meta = MetaStore(folder / META)
+        self.lock = threading.RLock()
+        self._depth, self._handle = 0, None  # flock nesting
+        self.vectors = None  # the faiss index in memory
+        self.generation = -1  # the generation self.vectors holds
+        self.load()
+
+    @classmethod
+    def create(cls, folder: Path, manifest: dict[str, Any]) -> "GalleryStore":
+        """A new, empty index in ``folder`` (which must hold no index yet; the files of a build cut
+        short before its index.json was written are replaced)."""
+        if (folder / MANIFEST).exists():
+            raise DmireidError(f"{folder} already holds a gallery index (add to it with dmireid index add)")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in (META, META + "-journal", VECTORS):
+                (folder / stale).unlink(missing_ok=True)
+        except OSError as exc:
+            raise DmireidError(f"cannot create index folder {folder}: {exc.strerror or exc}") from None
+        MetaStore(folder / META).close()
+        write_atomic(folder / VECTORS, lambda tmp: faiss_module().write_index(
+            new_vector_index(manifest["kind"], manifest["dim"], manifest.get("hnsw_m", HNSW_M)), str(tmp)))
+        write_json(folder / MANIFEST, {**manifest, "format": FORMAT, "vectors_generation": 0})
+        return cls(folder, read_manifest(folder))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive across threads (RLock) and processes (flock on ``.lock``); re-entrant."""
+        with self.lock:
+            if self._depth == 0:
+                try:
+                    self._handle = open(self.folder / LOCK, "a")
+                except OSError as exc:
+                    raise DmireidError(f"cannot lock {self.folder / LOCK}: {exc.strerror or exc}") from None
+                fcntl.flock(self._handle, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._handle, fcntl.LOCK_UN)
+                    self._handle.close()
+
+    def refresh(self) -> None:
+        """Reload when another process moved meta.sqlite to a newer generation."""
+        with self.lock:
+            if self.meta.generation() != self.generation:
+                self.manifest = read_manifest(self.folder)
+                self.load()
+
+    def _read_vectors(self, generation: int):
+        """``(faiss index or None, problem)``: vectors.faiss when it holds ``generation``."""
+        if self.manifest.get("vectors_generation") != generation:
+            return None, f"it holds generation {self.manifest.get('vectors_generation')}, the metadata {generation}"
+        try:
+            vectors = faiss_module().read_index(str(self.folder / VECTORS))
+        except RuntimeError as exc:
+            return None, f"unreadable ({' '.join(str(exc).split())[:80]})"
+        if vectors.ntotal != self.meta.count() or vectors.d != self.manifest["dim"]:
+            return None, f"{vectors.ntotal} vectors of d={vectors.d} for {self.meta.count()} rows"
+        return vectors, ""
+
+    def load(self) -> None:
+        """Read vectors.faiss; rebuild it from meta.sqlite when it lags (a change was cut short)."""
+        with self.lock:
+            generation = self.meta.generation()
+            vectors, problem = self._read_vectors(generation)
+            if problem:
+                with self.locked():  # look again under the lock: another process may be mid-change
+                    self.manifest = read_manifest(self.folder)
+                    generation = self.meta.generation()
+                    vectors, problem = self._read_vectors(generation)
+                    if problem:
+                        log.warning("%s: %s was not up to date (%s): rebuilt from %s", self.folder, VECTORS,
+                                    problem, META)
+                        self.vectors, self.generation = self.rebuilt(), generation
+                        self.save_vectors(generation)
+                        return
+            self.vectors, self.generation = vectors, generation
+
+    def rebuilt(self):
+        """A faiss index of every vector in meta.sqlite."""
+        ids, vectors = self.meta.vectors(self.manifest["dim"])
+        index = new_vector_index(self.manifest["kind"], self.manifest["dim"], self.manifest.get("hnsw_m", HNSW_M))
+        if len(ids):
+            index.add_with_ids(vectors, ids)
+        return index
+
+    def save_vectors(self, generation: int) -> None:
+        """Steps 2-3 of a change: vectors.faiss, then index.json's ``vectors_generation``."""
+        faiss = faiss_module()
+        write_atomic(self.folder / VECTORS, lambda tmp: faiss.write_index(self.vectors, str(tmp)),
+                     kill_before="before_vectors_replace", kill_after="after_vectors")
+        self.manifest = {**read_manifest(self.folder), "vectors_generation": generation}
+        write_json(self.folder / MANIFEST, self.manifest, kill_after="after_manifest")
+
+    def change(self, rows: Sequence[tuple], vectors: np.ndarray, delete_ids: Sequence[int] = ()) -> np.ndarray:
+        """Atomically delete ``delete_ids`` and add ``rows`` with ``vectors`` (N×dim float32 unit rows);
+        returns the new rows' ids."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(rows):
+            raise DmireidError(f"{len(rows)} rows for vectors of shape {vectors.shape}")
+        if len(rows) and vectors.shape[1] != self.manifest["dim"]:
+            raise DmireidError(f"{self.folder}: vectors of d={vectors.shape[1]} cannot join an index of "
+                               f"d={self.manifest['dim']}")
+        with self.locked():
+            self.refresh()
+            generation, ids = self.meta.apply(rows, vectors, delete_ids)
+            try:
+                if len(delete_ids) and self.manifest["kind"] != "exact":
+                    self.vectors = self.rebuilt()  # HNSW graphs cannot drop nodes
+                else:
+                    if len(delete_ids):
+                        self.vectors.remove_ids(np.asarray(delete_ids, dtype=np.int64))
+                    if len(ids):
+                        self.vectors.add_with_ids(vectors, ids)
+                self.generation = generation
+                self.save_vectors(generation)
+            except (DmireidError, RuntimeError) as exc:
+                self.generation = -1  # reload (and rebuild) at the next use
+                raise DmireidError(f"{exc}; the change is saved in {META} and {VECTORS} is rebuilt at the "
+                                   f"next use") from None
+        return ids
+
+    def update_manifest(self, **changes) -> None:
+        with self.locked():
+            self.manifest = {**read_manifest(self.folder), **changes}
+            write_json(self.folder / MANIFEST, self.manifest)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities Q×k, ids Q×k)`` (inner products; id -1 where the index has fewer than k)."""
+        self.refresh()
+        with self.lock:
+            if self.manifest["kind"] != "exact":
+                faiss_module().downcast_index(self.vectors.index).hnsw.efSearch = max(
+                    int(self.manifest.get("ef_search", HNSW_EF_SEARCH)), k)
+            return self.vectors.search(np.ascontiguousarray(queries, dtype=np.float32), k)
