@@ -38,14 +38,15 @@ from dmireid.config import load_config  # noqa: E402
 from dmireid.data import load_dataset  # noqa: E402
 from dmireid.evaluation.open_set import estimate_threshold, match_rates  # noqa: E402
 from dmireid.inference import FeatureExtractor, weights_fingerprint  # noqa: E402
+from dmireid.pseudo_labels import call_labeler  # noqa: E402
 from dmireid import build  # noqa: E402
 
 
-def test_features(extractor: FeatureExtractor, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Unit features and pids of the query ∪ gallery images with a pid > 0."""
+def test_features(extractor: FeatureExtractor, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit features, pids and camera ids of the query ∪ gallery images with a pid > 0."""
     samples = [s for s in dataset.query + dataset.gallery if s[1] > 0]
     features = extractor([path for path, _, _ in samples], progress=True).numpy()
-    return features, np.array([pid for _, pid, _ in samples])
+    return features, np.array([pid for _, pid, _ in samples]), np.array([cam for _, _, cam in samples])
 
 
 def main() -> None:
@@ -66,11 +67,11 @@ def main() -> None:
                                  source=args.checkpoint)
     fingerprint = weights_fingerprint(extractor.model.state_dict())
     start = time.time()
-    features, pids = test_features(extractor, load_dataset(args.dataset, args.data))
+    features, pids, cameras = test_features(extractor, load_dataset(args.dataset, args.data))
     print(f"{args.checkpoint} ({extractor.encoder} encoder): {len(pids)} test images of {len(np.unique(pids))} "
           f"identities embedded in {time.time() - start:.0f} s")
-    labels = build.labeler(load_config(base=state["config"]), device=extractor.device)(features) \
-        if "config" in state else None
+    labels = call_labeler(build.labeler(load_config(base=state["config"]), device=extractor.device), features,
+                          cameras=cameras, identities=None) if "config" in state else None
     stored = state.get("open_set") if isinstance(state.get("open_set"), dict) else None
     if stored is not None and stored.get("fingerprint") != fingerprint:
         print("the checkpoint's stored threshold was made with other weights: left out")

@@ -19,11 +19,14 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import DmireidError
 from ..evaluation.open_set import estimate_threshold
-from ..pseudo_labels import Labeler
+from ..pseudo_labels import Labeler, call_labeler
 from .extractor import FeatureExtractor, embed_files
+from .gallery import camera_of
 from .inputs import collect_image_paths
 from .loading import weights_fingerprint
 
@@ -55,7 +58,9 @@ def calibrate(checkpoint: str | Path, images: Sequence[str | Path], labeler: Lab
     embedded = embed_files(extractor, collect_image_paths(images), skip_unreadable, progress)
     if len(embedded.paths) < 2:
         raise DmireidError(f"calibration needs at least 2 readable images, got {len(embedded.paths)}")
-    labels = labeler(embedded.features)
+    cameras = [camera_of(path) for path in embedded.paths]  # Market-style names carry them
+    cameras = None if None in cameras else np.array(cameras, dtype=np.int64)
+    labels = call_labeler(labeler, embedded.features, cameras=cameras, identities=None)
     estimate = estimate_threshold(embedded.features, labels, false_match_rate)
     estimate.update(encoder=extractor.encoder, fingerprint=weights_fingerprint(extractor.model.state_dict()),
                     estimated_from="calibrate", skipped=len(embedded.skipped))
