@@ -130,7 +130,7 @@ def test_throughput_from_step_spans_by_hand():
     clock = script.PhaseClock(torch.device("cpu"))
     clock.step_spans = [(0.0, 1.0), (1.5, 2.5), (3.0, 4.0)]  # 0.5 s outside step before steps 2 and 3
     clock.marks.update(objective_done=-0.5, first_iter=1.1, last_iter=4.1)
-    trainer = SimpleNamespace(cfg=SimpleNamespace(train=SimpleNamespace(batch_size=8)), record={"images_per_s": 5.0})
+    trainer = SimpleNamespace(loop=SimpleNamespace(batch_size=8), record={"images_per_s": 5.0})
     t = script.throughput(clock, trainer)
     assert t["iterations"] == 3 and t["first_iteration_s"] == pytest.approx(1.6)
     assert t["images_per_s"] == pytest.approx(2 * 8 / 3.0) and t["seconds_per_iteration"] == pytest.approx(1.5)
