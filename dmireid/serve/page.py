@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:70em}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:80em}
 h1{font-size:1.4em;margin:0 0 .2em} .muted{color:#666;font-size:.9em}
 #drop{border:2px dashed #89a;border-radius:8px;padding:1.2em;text-align:center;margin:1em 0;background:#f7f9fb}
 #drop.over{background:#e3eefb;border-color:#36c}
@@ -28,7 +28,7 @@ h1{font-size:1.4em;margin:0 0 .2em} .muted{color:#666;font-size:.9em}
 #query{display:flex;gap:1.2em;align-items:flex-start;margin:1em 0}
 #query img{height:160px;image-rendering:pixelated;border:1px solid #aaa}
 #hits{display:flex;flex-wrap:wrap;gap:.8em;list-style:none;padding:0}
-#hits li{border:1px solid #ccc;border-radius:6px;padding:.4em;width:7.6em;font-size:.85em;text-align:center}
+#hits li{border:1px solid #ccc;border-radius:6px;padding:.4em;width:9em;font-size:.85em;text-align:center}
 #hits li.match{border:3px solid #2a2} #hits img{height:128px;max-width:100%;image-rendering:pixelated}
 .dist{font-family:monospace;font-size:1.1em} .ok{color:#174} .path{word-break:break-all;color:#555}
 """
@@ -85,12 +85,25 @@ def verdict(hits: Sequence[Any] | None, threshold: float | None, gallery_count: 
                        f"> threshold {threshold:.4f}")
 
 
+def threshold_text(gallery: dict[str, Any], threshold: float | None) -> str:
+    """The threshold and where it comes from (the index's calibration, or set for this server)."""
+    if threshold is None:
+        return "none (distances only)"
+    if gallery.get("threshold") is None or abs(float(gallery["threshold"]) - threshold) > 1e-12:
+        return f"{threshold:.4f} (cosine distance, set for this server)"
+    source, rate = gallery.get("threshold_source"), gallery.get("false_match_rate")
+    source = "set on the index" if source == "set" else (source and f"from {source}")
+    detail = ", ".join(x for x in (source,
+                                   rate is not None and f"false-match rate {100 * float(rate):g} %") if x)
+    return f"{threshold:.4f} (cosine distance{', ' + detail if detail else ''})"
+
+
 def render_gallery_line(gallery: dict[str, Any], threshold: float | None) -> str:
     count = int(gallery.get("count", 0))
-    thr = "none (distances only)" if threshold is None else f"{threshold:.4f} (cosine distance)"
-    checkpoint = gallery.get("checkpoint") or "?"
-    return (f'<p class="muted">Gallery: <span id="gallery-count">{count}</span> images · '
-            f'threshold {esc(thr)} · checkpoint {esc(checkpoint)}</p>')
+    thr = threshold_text(gallery, threshold)
+    checkpoint = str(gallery.get("checkpoint") or "?")
+    return (f'<p class="muted">Gallery: <span id="gallery-count">{count}</span> images · threshold {esc(thr)} · '
+            f'checkpoint <span title="{esc(checkpoint)}">{esc(Path(checkpoint).name)}</span></p>')
 
 
 def render_form(topk: int) -> str:
@@ -111,7 +124,7 @@ def render_hit(rank: int, hit: Any) -> str:
     short = name if len(name) <= 24 else name[:10] + "…" + name[-8:]
     return (f'<li class="{klass}" data-id="{int(hit.id)}" data-distance="{hit.distance:.6f}" data-match="{match}">'
             f'<img src="/image/{int(hit.id)}" alt="gallery image {int(hit.id)}"><br>'
-            f'#{rank} · id {int(hit.id)}{camera}<br><span class="dist">{hit.distance:.4f}</span> {word}{tag}'
+            f'<b>#{rank}</b> <span class="dist">{hit.distance:.4f}</span> {word}<br>id {int(hit.id)}{camera}{tag}'
             f'<br><span class="path" title="{esc(hit.path)}">{esc(short)}</span></li>')
 
 
