@@ -187,3 +187,18 @@ def test_infomap_missing_package_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_infomap)
     with pytest.raises(DmireidError, match=r'needs the infomap package: pip install "dmireid\[infomap\]"'):
         build_labeler("infomap")
+
+
+def test_infomap_runs_in_a_process_that_loaded_faiss():
+    """infomap's Result.modules() segfaults once faiss (another SWIG module) is loaded; the labeler
+    must not use it. In a subprocess, so that a crash fails this test and not the whole run."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("infomap")
+    pytest.importorskip("faiss")
+    code = ("import faiss, torch\nfrom dmireid.pseudo_labels import build_labeler\n"
+            "x = torch.nn.functional.normalize(torch.randn(120, 8, generator=torch.Generator().manual_seed(0)), dim=1)\n"
+            "print(build_labeler('infomap', {'k': 10, 'min_sim': 0.3}, knn_backend='faiss', progress=False)(x).max())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -18,6 +18,7 @@ The kNN search is :func:`dmireid.pseudo_labels.sharded.knn` (N×k lists, no dens
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -60,9 +61,10 @@ def infomap_modules(sources: np.ndarray, targets: np.ndarray, weights: np.ndarra
     im = infomap.Infomap("--two-level --directed --silent")
     for s, t, w in zip(sources.tolist(), targets.tolist(), weights.tolist()):
         im.add_link(s, t, w)
-    result = im.run()
-    found = result.modules() if result is not None and hasattr(result, "modules") else im.get_modules()
-    found = found() if callable(found) else found
+    im.run()
+    with warnings.catch_warnings():  # get_modules: a plain dict. The newer Result.modules() walks a SWIG
+        warnings.simplefilter("ignore")  # iterator that crashes (SIGSEGV) once faiss's SWIG module is loaded
+        found = im.get_modules()
     nodes = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
     modules[nodes] = np.fromiter(found.values(), dtype=np.int64, count=len(found))
     return modules
