@@ -66,8 +66,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from dmireid.config import load_config  # noqa: E402
 from dmireid.engine import Hook, Trainer  # noqa: E402
-from dmireid.engine.features import autocast_for  # noqa: E402
-from dmireid.engine.trainer import build_model_from_config  # noqa: E402
+from dmireid import build  # noqa: E402
+from dmireid.devices import autocast, autocast_dtype  # noqa: E402
 from dmireid.memory import MultiInstanceProxies  # noqa: E402
 
 
@@ -167,10 +167,10 @@ def measure_bare(model, ema_copy, optimizer, scaler, batch, target, warmup: int,
         torch.cuda.reset_peak_memory_stats(device)
     start = None
     for i in range(1, total + 1):
-        with autocast_for(device, amp):
+        with autocast(device, autocast_dtype(device, amp)):
             f = model(batch).float()
         if ema_copy is not None:
-            with torch.no_grad(), autocast_for(device, amp):
+            with torch.no_grad(), autocast(device, autocast_dtype(device, amp)):
                 ema_copy(batch).float()
         loss = -(f * target).sum() / len(f)
         optimizer.zero_grad(set_to_none=True)
@@ -231,7 +231,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="dmireid-bench-") as tmp:
         cfg = build_config(args, tmp)
         total = args.warmup + args.iters
-        trainer = BenchTrainer(cfg, hooks=[IterationTimer(args.warmup, total)], progress=False)
+        trainer = BenchTrainer(cfg, hooks=[IterationTimer(args.warmup, total)], progress=False, default_hooks=False)
         trainer.setup()
         device = trainer.device
         pids = np.array([pid for _, pid, _ in trainer.dataset.train])
@@ -246,7 +246,7 @@ def main(argv=None) -> None:
         preloaded = preload_batches(trainer, labels, min(args.preload, total), total)
 
         amp = trainer.amp_dtype is not None
-        bare = build_model_from_config(cfg).to(device)
+        bare = build.model(cfg).to(device)
         if trainer.use_channels_last:
             bare = bare.to(memory_format=torch.channels_last)
         bare_ema = None  # the momentum encoder's no-grad forward, when the trainer runs one

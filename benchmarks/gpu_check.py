@@ -3,6 +3,8 @@
 
     python benchmarks/gpu_check.py --out $OUT            # one GPU: ~2-3 minutes, made for <= 4
     python benchmarks/gpu_check.py --tiny --device cpu   # the same code in seconds (what CI runs)
+    python benchmarks/gpu_check.py --real DATA --weights FILE --out $OUT   # real images: bench_real.py's
+        # protocol at --budget gpu (DMI, then CC and ground truth while time is left); see bench_real.real_check
 
 Any working directory; a stock PyTorch image's packages (no faiss). Timed: (1) the data, 751 train
 ids / 13,410 train images (Market-1501: 751 / 12,936) from the one-process generator unless ``--data
@@ -39,8 +41,8 @@ import dmireid  # noqa: E402
 from dmireid.config import load_config  # noqa: E402
 from dmireid.data import load_dataset  # noqa: E402
 from dmireid.data.synthetic import MARKER  # noqa: E402
+from dmireid.devices import resolve_device  # noqa: E402
 from dmireid.engine import Hook, ProgressHook, Trainer  # noqa: E402
-from dmireid.engine.trainer import resolve_device  # noqa: E402
 from dmireid.errors import DmireidError  # noqa: E402
 
 GIB = 2**30
@@ -98,7 +100,7 @@ class PhaseClock(Hook):
         self.seconds["pseudo_labels"] = self.marks["labels"] - self.marks["epoch"] - self.seconds["extraction"]
 
     def after_iter(self, trainer, iteration):
-        if iteration in (1, trainer.cfg.train.iters):
+        if iteration in (1, trainer.loop.iters):
             self.marks["first_iter" if iteration == 1 else "last_iter"] = self.now()
 
 
@@ -219,7 +221,7 @@ def prepare_data(root: Path, options: dict) -> tuple[dict, np.ndarray]:
 
 def throughput(clock: PhaseClock, trainer: Trainer) -> dict:
     """images/s after the first step; the share of that time spent outside ``step`` (data wait)."""
-    n, batch, m = len(clock.step_spans), trainer.cfg.train.batch_size, clock.marks
+    n, batch, m = len(clock.step_spans), trainer.loop.batch_size, clock.marks
     steady = m.get("last_iter", 0.0) - m.get("first_iter", 0.0)
     gaps = sum(b[0] - a[1] for a, b in zip(clock.step_spans, clock.step_spans[1:]))
     ok = n > 1 and steady > 0
@@ -318,7 +320,7 @@ def time_epoch(cfg, true_labels: np.ndarray | None) -> tuple[Trainer, PhaseClock
     clock = PhaseClock(resolve_device(cfg.device))
     start = time.perf_counter()
     trainer = Trainer(cfg, hooks=[clock, ProgressHook(cfg.train.iters, 1, cfg.train.batch_size, True, 20)],
-                      progress=False)
+                      progress=False, default_hooks=False)  # timing only: no checkpoint, no per-epoch evaluation
     trainer.setup()
     clock.seconds["setup"] = clock.now() - start
     seen = instrument(trainer, clock, true_labels)
@@ -383,6 +385,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
+    if "--real" in (sys.argv[1:] if argv is None else argv):  # the real-image form: bench_real's protocol
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_real import real_check
+
+        return real_check(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     try:

@@ -2,14 +2,14 @@
 
 Top-level API (imported lazily so that ``import dmireid`` stays light):
 
-- :func:`train` — run training from a :class:`dmireid.config.Config`.
+- :func:`train` — run training from a :class:`dmireid.config.Config` (assembled by :mod:`dmireid.build`).
 - :class:`FeatureExtractor` — embed images with a trained checkpoint.
 - :func:`load_dataset` — read a dataset folder into train/query/gallery lists.
 - :func:`evaluate` — mAP / CMC / mINP of query against gallery features.
 - :func:`load_config` — defaults <- YAML preset <- ``key=value`` overrides.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "train": ("dmireid.engine", "train"),

@@ -122,37 +122,36 @@ def cmd_check_data(args) -> int:
 
 # ------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
+    from . import build
     from .checkpoint import load_checkpoint
     from .config import load_config
-    from .data import load_dataset
     from .devices import resolve_device
-    from .engine.session import initial_model
     from .inference import evaluate_model, load_encoder
 
     if args.checkpoint and "=" in args.checkpoint and not Path(args.checkpoint).exists():
         args.overrides, args.checkpoint = [args.checkpoint, *args.overrides], None  # a key=value, not a file
     if bool(args.checkpoint) == bool(args.random_init):
         raise DmireidError("evaluate needs a CHECKPOINT or --random-init (not both)")
+    _import_plugins(args)
     state = None
     if args.checkpoint:
         state = load_checkpoint(args.checkpoint)
         if "config" not in state:
             raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside)")
-        cfg = load_config(args.config, args.overrides, base=state["config"])
+        # parsing only: the objective and labeler of the run (maybe a plug-in's) are not needed
+        cfg = load_config(args.config, args.overrides, base=state["config"], check_plugins=False)
     else:
-        cfg = load_config(args.config or "demo", args.overrides)
-    if args.dataset and args.dataset != cfg.data.name:
-        cfg.data.name, cfg.data.options = args.dataset, {}  # options belong to the checkpoint's dataset
-    if args.root:
-        cfg.data.root = args.root
+        cfg = load_config(args.config or "demo", args.overrides, check_plugins=False)
     setup_logging(quiet=args.quiet)
     if state is not None:  # the encoder choice of FeatureExtractor: momentum when the file has one
         model = load_encoder(state, args.encoder, args.checkpoint)[0]
     else:
-        model = initial_model(cfg)  # random init = training's start (seeded with train.seed)
+        model = build.initial_model(cfg)  # random init = training's start (seeded with train.seed)
     device = resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    metrics = evaluate_model(model.to(device), dataset, cfg, device, progress=not args.quiet, rerank=args.rerank)
+    dataset = build.dataset(cfg, name=args.dataset, root=args.root)
+    ex = build.extraction(cfg)
+    metrics = evaluate_model(model.to(device), dataset, ex.height, ex.width, device, ex.batch_size, ex.num_workers,
+                             progress=not args.quiet, rerank=args.rerank)
     print(f"{'mAP':>8}{'R1':>8}{'R5':>8}{'R10':>8}{'mINP':>8}")
     print("".join(f"{100 * metrics[k]:>8.1f}" for k in ("mAP", "rank1", "rank5", "rank10", "mINP")))
     if args.json:
@@ -160,10 +159,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _import_plugins(args) -> None:
+    """The model-use commands import plug-ins only when named (``--plugins``): a checkpoint never runs code."""
+    from .registry import import_plugins
+
+    import_plugins(getattr(args, "plugins", None) or [])
+
+
 # ------------------------------------------------------------------------------------- using a model
 def _extractor(args):
     from .inference import FeatureExtractor
 
+    _import_plugins(args)
     return FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, encoder=args.encoder,
                             flip=getattr(args, "flip", False), num_workers=args.num_workers)
 
@@ -205,9 +212,10 @@ def cmd_search(args) -> int:
 def cmd_cluster(args) -> int:
     from .inference import cluster_folder
 
-    result = cluster_folder(_extractor(args), args.folder, args.out, eps=args.eps, k1=args.k1, k2=args.k2,
-                            min_samples=args.min_samples, progress=not args.quiet,
-                            skip_unreadable=args.skip_unreadable)
+    given = {k: v for k, v in (("eps", args.eps), ("k1", args.k1), ("k2", args.k2), ("min_samples", args.min_samples))
+             if v is not None}  # the others: cluster_folder's defaults, which are training's
+    result = cluster_folder(_extractor(args), args.folder, args.out, progress=not args.quiet,
+                            skip_unreadable=args.skip_unreadable, **given)
     print(result.summary())
     listed = f", the unreadable files in {result.unreadable}" if result.unreadable else ""
     print(f"wrote {result.csv} and {len(result.sheets)} contact sheet(s) in {args.out}{listed}")
@@ -217,6 +225,7 @@ def cmd_cluster(args) -> int:
 def cmd_export(args) -> int:
     from .inference import FeatureExtractor, check_onnx, export_onnx, onnx_opset
 
+    _import_plugins(args)
     extractor = FeatureExtractor(args.checkpoint, device="cpu", encoder=args.encoder)
     path = export_onnx(extractor, args.onnx, opset=args.opset, height=args.height, width=args.width,
                        dynamo=args.dynamo)
@@ -235,6 +244,7 @@ def cmd_visualize(args) -> int:
     from .inference import visualize_run
 
     setup_logging(quiet=args.quiet)
+    _import_plugins(args)
     report = visualize_run(args.run, args.out, dataset=args.dataset, root=args.root, num_queries=args.num_queries,
                            topk=args.topk, select=args.select, encoder=args.encoder, batch_size=args.batch_size,
                            device=args.device, progress=not args.quiet)
@@ -243,7 +253,14 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def _plugins_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugins", action="append", metavar="MODULE_OR_FILE",
+                   help="import this plug-in first (repeatable): a checkpoint's backbone or dataset may come "
+                        "from one; a checkpoint's own `plugins` are never imported")
+
+
 def _model_options(p: argparse.ArgumentParser, flip: bool = True) -> None:
+    _plugins_option(p)
     p.add_argument("--encoder", choices=["online", "momentum"],
                    help="which encoder of the checkpoint (default: momentum when it has one)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -281,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true")
+    _plugins_option(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=cmd_evaluate)
 
@@ -322,10 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("folder", nargs="+", help="image folder(s), files or globs")
     p.add_argument("--out", required=True, help="output folder: clusters.csv and contact sheets")
-    p.add_argument("--eps", type=float, default=0.6)
-    p.add_argument("--k1", type=int, default=30)
-    p.add_argument("--k2", type=int, default=6)
-    p.add_argument("--min-samples", type=int, default=4)
+    for option, kind in (("--eps", float), ("--k1", int), ("--k2", int), ("--min-samples", int)):
+        p.add_argument(option, type=kind, help=f"default: training's pseudo_labels.{option[2:].replace('-', '_')}")
     _model_options(p)
     _skip_option(p)
     p.set_defaults(func=cmd_cluster)
@@ -338,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="input height (default: the checkpoint's)")
     p.add_argument("--width", type=int, help="input width (default: the checkpoint's)")
     p.add_argument("--dynamo", action="store_true", help="torch.export-based exporter instead of the TorchScript one")
+    _plugins_option(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("visualize", help="rank-list images of test queries, index.html, training curves")

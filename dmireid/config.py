@@ -24,11 +24,17 @@ from typing import Any, Literal
 
 import yaml
 
+from .data.sampler import CAMERA_RULES
+from .data.transforms import ERASING
 from .errors import DmireidError
+from .memory.proxies import UPDATE_RULES
+from .models.reid import POOLINGS
+from .pseudo_labels.neighbours import BACKENDS
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
-UpdateRule = Literal["sequential", "hard", "mean"]
+# the name lists belong to the components that act on them; the config keys take their values
+UpdateRule = Literal[UPDATE_RULES]
 
 
 @dataclass
@@ -42,8 +48,8 @@ class DataConfig:
     width: int = 128
     num_instances: int = 16  # K images per cluster in a P×K batch
     camera_aware: bool = True  # sampler prefers other cameras than the anchor's
-    camera_rule: Literal["cc", "spread"] = "cc"  # how the camera-aware sampler picks the K-1 others (spread: ours)
-    erasing: Literal["cc", "torchvision"] = "cc"  # random-erasing implementation (CC's, or torchvision's)
+    camera_rule: Literal[CAMERA_RULES] = "cc"  # how the camera-aware sampler picks the K-1 others (spread: ours)
+    erasing: Literal[ERASING] = "cc"  # random-erasing implementation (CC's, or torchvision's)
     num_workers: int = 4
     corrupt_images: Literal["skip", "stop"] = "skip"  # unreadable training images
 
@@ -55,7 +61,7 @@ class ModelConfig:
     arch: str = "resnet50"  # a registered backbone: resnet18 | resnet34 | resnet50 | resnet50_ibn_a | timm:NAME
     pretrained: str | None = None  # none | imagenet (torch hub cache, else downloaded) | a weight file
     options: dict[str, Any] = field(default_factory=dict)  # the backbone's own options (e.g. timm's token_pool)
-    pooling: Literal["gem", "avg"] = "gem"
+    pooling: Literal[POOLINGS] = "gem"
     gem_p: float = 3.0
     last_stride: int = 1
     bn_group_size: int = 64  # ghost BatchNorm group (0 = whole batch); 64 = the 4-GPU statistics
@@ -70,7 +76,7 @@ class PseudoLabelConfig:
     k2: int = 6
     eps: float = 0.6
     min_samples: int = 4
-    knn_backend: Literal["auto", "faiss", "torch", "faiss-hnsw"] = "auto"
+    knn_backend: Literal[BACKENDS] = "auto"
     labeler: str = "jaccard_dbscan"  # a registered labeler: jaccard_dbscan | infomap | ground_truth | ...
     options: dict[str, Any] = field(default_factory=dict)  # a plug-in labeler's own options
     camera_balance: bool = False  # jaccard_dbscan: camera-aware k-reciprocal sets (CA-Jaccard CKRNNs + CLQE)
@@ -87,7 +93,7 @@ class MemoryConfig:
     temperature: float = 0.05
     momentum: float = 0.1  # weight of the old value in proxy momentum updates
     cc_update: UpdateRule = "sequential"  # method=cc
-    dcp_updates: list[str] = field(default_factory=lambda: ["hard", "mean"])  # method=dmi
+    dcp_updates: list[UpdateRule] = field(default_factory=lambda: ["hard", "mean"])  # method=dmi
     dcp_margins: list[float] = field(default_factory=lambda: [0.2, 0.0])  # one per DCP set: max(0, CE - margin)
     mip_instances: int = 16  # K_mip slots per cluster
     mip_weight: float = 1.0  # lambda
@@ -303,7 +309,10 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """Build and validate a Config from a (possibly partial) nested dict."""
+    """Build and validate a Config from a (possibly partial) nested dict, e.g. a checkpoint's.
+
+    Parsing only: no plug-in is imported and no registered name looked up (a checkpoint's objective
+    or labeler may come from a plug-in that is absent where the checkpoint is used)."""
     cfg = Config()
     _apply(cfg, upgrade_config_dict(values))
     validate(cfg)
@@ -326,8 +335,14 @@ def drop_options_of_replaced_plugins(cfg: Config, overrides: dict[str, Any]) -> 
 
 
 def load_config(config: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> Config:
-    """Defaults <- ``base`` dict (e.g. a checkpoint's config) <- YAML preset/file <- ``key=value`` overrides."""
+                base: dict[str, Any] | None = None, *, check_plugins: bool = True) -> Config:
+    """Defaults <- ``base`` dict (e.g. a checkpoint's config) <- YAML preset/file <- ``key=value`` overrides.
+
+    Imports nothing: every value is checked, and with ``check_plugins`` the four plug-in names and
+    their options too (:func:`~dmireid.config_validation.check_plugins`; a name that none of the
+    registries knows yet is left for ``train``, which imports ``plugins`` first, when the config
+    lists any). ``check_plugins=False``: names are looked up when their object is built.
+    """
     cfg = Config()
     _apply(cfg, upgrade_config_dict(base))
     if config is not None:
@@ -343,6 +358,8 @@ def load_config(config: str | Path | None = None, overrides: list[str] | None = 
     drop_options_of_replaced_plugins(cfg, override_values)
     _apply(cfg, override_values)
     validate(cfg)
+    if check_plugins:
+        check_plugin_settings(cfg)
     return cfg
 
 
@@ -351,4 +368,5 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
-from .config_validation import validate  # noqa: E402  (checks every key; needs the classes above)
+from .config_validation import check_plugins as check_plugin_settings  # noqa: E402  (needs the classes above)
+from .config_validation import validate  # noqa: E402

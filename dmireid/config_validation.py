@@ -1,7 +1,11 @@
 """Every config value a later stage would reject, rejected before any work starts (one line each).
 
-:func:`validate` runs at the end of :func:`dmireid.config.load_config`. It imports the ``plugins``
-first, so names registered by a plug-in (objectives, labelers, backbones, datasets) validate.
+:func:`validate` (ranges and consistency) runs whenever a config is read, also a checkpoint's; it
+imports nothing. :func:`check_plugins` looks the four plug-in names up and checks their options
+against the factories' signatures (:func:`dmireid.registry.check_options`): leniently in
+:func:`~dmireid.config.load_config` (a name no registry knows yet waits for ``train``, which imports
+``plugins`` first), strictly when an object is built (:mod:`dmireid.build`).
+:func:`check_resumable`: which keys may change when a run is resumed.
 """
 
 from __future__ import annotations
@@ -9,13 +13,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data import check_dataset_options, find_dataset
 from .errors import DmireidError
-from .registry import import_plugins
+from .models import BACKBONES, check_backbone_options
+from .objectives import OBJECTIVES, check_objective_options
+from .pseudo_labels import LABELERS, check_eps, check_labeler_options
 
 if TYPE_CHECKING:
     from .config import Config
 
-UPDATE_RULES = ("sequential", "hard", "mean")
+PLUGIN_KINDS = ("objective", "labeler", "backbone", "dataset")
+
+# Keys that may change when a run is resumed; every other key must match the checkpoint's config.
+RESUMABLE_KEYS = {"train.epochs", "train.eval_every", "output_dir", "device", "data.root", "data.num_workers",
+                  "train.extract_batch_size", "train.max_empty_epochs", "data.corrupt_images",
+                  "train.save_pseudo_labels", "plugins"}
 
 
 def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
@@ -50,7 +62,6 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (m.gem_p > 0, "model.gem_p must be > 0"),
         (m.last_stride in (1, 2), "model.last_stride must be 1 or 2"),
         # pseudo labels
-        (0 < p.eps < 1, "pseudo_labels.eps must be in (0, 1)"),
         (p.min_samples >= 1, "pseudo_labels.min_samples must be >= 1"),
         (p.k1 >= 2 and p.k2 >= 1, "pseudo_labels.k1 must be >= 2 and k2 >= 1"),
         (p.k2 <= p.k1, f"pseudo_labels.k2 ({p.k2}) must be <= pseudo_labels.k1 ({p.k1})"),
@@ -60,8 +71,6 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
          f"pseudo_labels.camera_balance applies to the jaccard_dbscan labeler, not {p.labeler!r}"),
         # memory
         (len(mem.dcp_updates) >= 1, "memory.dcp_updates must name at least one rule"),
-        (all(r in UPDATE_RULES for r in mem.dcp_updates),
-         f"memory.dcp_updates {mem.dcp_updates} may only hold {', '.join(UPDATE_RULES)}"),
         (len(mem.dcp_margins) <= len(mem.dcp_updates),
          f"memory.dcp_margins has {len(mem.dcp_margins)} value(s) but memory.dcp_updates names only "
          f"{len(mem.dcp_updates)} set(s): give at most one margin per set"),
@@ -79,7 +88,6 @@ def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
         (0 <= mem.camera_momentum < 1, "memory.camera_momentum must be in [0, 1)"),
         # run
         (bool(str(cfg.output_dir).strip()), "output_dir must not be empty"),
-        (m.pooling in ("gem", "avg"), "model.pooling must be gem or avg"),
     ]
 
 
@@ -114,19 +122,6 @@ def check_cameras(cfg: "Config", cameras) -> None:
                                f"image of data.name={cfg.data.name} has the same camera id: set {key}=false")
 
 
-def _check_registered(cfg: "Config") -> None:
-    from .data import check_dataset_options, find_dataset
-    from .models import BACKBONES
-    from .objectives import OBJECTIVES
-    from .pseudo_labels import LABELERS
-
-    OBJECTIVES.lookup(cfg.method)
-    LABELERS.lookup(cfg.pseudo_labels.labeler)
-    find_dataset(cfg.data.name)
-    check_dataset_options(cfg.data.name, cfg.data.options)
-    BACKBONES.lookup(cfg.model.arch)
-
-
 def complete(cfg: "Config") -> None:
     """Fill what a shorter setting implies: sets without a margin in ``memory.dcp_margins`` get 0."""
     missing = len(cfg.memory.dcp_updates) - len(cfg.memory.dcp_margins)
@@ -135,11 +130,66 @@ def complete(cfg: "Config") -> None:
 
 
 def validate(cfg: "Config") -> None:
-    """Range and consistency checks, then registry look-ups (after importing ``plugins``)."""
+    """Range and consistency checks of every key (imports nothing, looks no name up)."""
     complete(cfg)
     for ok, message in _range_checks(cfg):
         if not ok:
             raise DmireidError(f"invalid config: {message}")
+    check_eps(cfg.pseudo_labels.eps)
     _check_device(cfg.device)
-    import_plugins(cfg.plugins)
-    _check_registered(cfg)
+
+
+def _plugin(cfg: "Config", kind: str):
+    """(name, its registry's lookup, its options check, options) of one plug-in kind of ``cfg``."""
+    if kind == "objective":
+        return cfg.method, OBJECTIVES.lookup, check_objective_options, cfg.objective_options
+    if kind == "labeler":
+        p = cfg.pseudo_labels
+        return p.labeler, LABELERS.lookup, check_labeler_options, p.options
+    if kind == "backbone":
+        return cfg.model.arch, BACKBONES.lookup, check_backbone_options, cfg.model.options
+    return cfg.data.name, find_dataset, check_dataset_options, cfg.data.options
+
+
+def check_plugins(cfg: "Config", kinds: tuple[str, ...] = PLUGIN_KINDS, strict: bool = False) -> None:
+    """Each kind's name is registered and its options fit the factory's signature (one line each).
+
+    ``strict=False`` (reading a config): a name no registry knows is an error only when ``plugins``
+    is empty; otherwise it may come from a plug-in, and ``train`` checks it after importing them.
+    ``strict=True`` (building the object): an unknown name is an error that names the plug-ins to
+    import (``--plugins`` for the model-use commands).
+    """
+    for kind in kinds:
+        name, lookup, check, options = _plugin(cfg, kind)
+        try:
+            lookup(name)
+        except DmireidError as exc:
+            if not strict and cfg.plugins:
+                continue
+            if cfg.plugins:
+                raise DmireidError(f"{exc} — the run named plug-in(s) {', '.join(cfg.plugins)}: import them "
+                                   f"first (--plugins {' '.join(cfg.plugins)})") from None
+            raise
+        check(name, options)
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (free mappings such as ``data.options`` stay values)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and not key.endswith("options"):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resumable(saved: "Config", cfg: "Config", path: Path) -> None:
+    """Raise a one-line error when ``cfg`` differs from ``saved`` (the config of checkpoint ``path``,
+    read with :func:`~dmireid.config.config_from_dict`) beyond RESUMABLE_KEYS."""
+    old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())
+    diffs = [k for k in new if k not in RESUMABLE_KEYS and old.get(k) != new[k]]
+    if diffs:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diffs[:3])
+        raise DmireidError(f"cannot resume from {path}: its config differs ({shown}); "
+                           f"use another output_dir or the same settings")

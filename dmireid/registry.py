@@ -9,16 +9,24 @@ Each package owns its registry and exports a ``register_*`` function over it
 (``dmireid.objectives.register_objective``, ``dmireid.pseudo_labels.register_labeler``,
 ``dmireid.models.register_backbone``, ``dmireid.data.register_dataset``). A user's module that
 calls them is imported by :func:`import_plugins` (config key ``plugins: [module, ...]``) before any
-lookup, on every rank.
+lookup: on every rank by ``train``, and by the model-use commands only when named (``--plugins``).
+Loading a config or a checkpoint imports nothing. :func:`check_options` is the one option check of
+the four plug-in kinds (from the factory's signature).
 """
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import importlib.util
+import inspect
+import numbers
+import os
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from .errors import DmireidError
 
@@ -101,11 +109,111 @@ def import_plugins(modules: Iterable[str]) -> list[Any]:
     return imported
 
 
-def call_with_options(factory: Callable[..., T], options: dict, what: str, **fixed) -> T:
-    """``factory(**fixed, **options)``; an unknown option is a one-line error naming ``what``."""
+def check_options(factory: Callable[..., Any], options: Mapping[str, Any], *, kind: str, name: str, key: str,
+                  positional: int = 0, given: Mapping[str, str] | None = None) -> None:
+    """The one option check of every plug-in kind, read from ``factory``'s signature.
+
+    ``options``: the free mapping of config key ``key`` (``data.options``, ``model.options``,
+    ``pseudo_labels.options``, ``objective_options``); ``positional``: how many leading parameters
+    the caller fills (a dataset's root, an objective's context); ``given``: parameter -> the config
+    key the caller fills it from (``{"k1": "pseudo_labels.k1"}``). An option the factory does not
+    take, one that ``given`` fills, a value of the wrong type (annotation, else the default's type)
+    or a required parameter left out is a one-line :class:`DmireidError` naming ``key.option``.
+    """
+    params = _parameters(factory)
+    if params is None:  # no inspectable signature (a C callable): nothing to check
+        return
+    given = dict(given or {})
+    named = {p.name: p for p in params[positional:] if p.kind in _KEYWORD}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    hints = _hints(factory)
+    for option, value in options.items():
+        if option in given:
+            raise DmireidError(f"{key}.{option}: {kind} {name!r} gets {option} from {given[option]}; set that key")
+        param = named.get(option)
+        if param is None:
+            if takes_any:
+                continue
+            known = ", ".join(n for n in named if n not in given) or "none"
+            raise DmireidError(f"{key}.{option}: unknown option(s) {option} for {kind} {name!r} (known: {known})")
+        expected = hints.get(option, _type_of_default(param.default))
+        if expected is not None and not fits(value, expected):
+            raise DmireidError(f"{key}.{option}={value!r}: {kind} {name!r} expects {describe_type(expected)}")
+    missing = [n for n, p in named.items() if p.default is inspect.Parameter.empty and n not in options
+               and n not in given]
+    if missing:
+        raise DmireidError(f"{key}.{missing[0]}: {kind} {name!r} needs this option ({key} misses "
+                           f"{', '.join(missing)})")
+
+
+_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _parameters(factory) -> list[inspect.Parameter] | None:
     try:
-        return factory(**fixed, **options)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc) or "got multiple values" in str(exc):
-            raise DmireidError(f"{what}: {exc}") from None
-        raise
+        return list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+
+
+def _hints(factory) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else getattr(factory, "__func__", factory)
+    try:
+        return typing.get_type_hints(inspect.unwrap(target))
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is not checked
+        return {}
+
+
+def _type_of_default(default: Any) -> Any:
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    return {bool: bool, int: int, float: float, str: str, list: list, tuple: list, dict: dict}.get(type(default))
+
+
+def fits(value: Any, annotation: Any) -> bool:
+    """Whether a config value (YAML scalars, lists, mappings) can be passed where ``annotation`` is
+    expected: numbers for float, any list for list/tuple/Sequence, str for Path; unknown kinds pass."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, arm) for arm in args)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)  # True is not 1
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (Path, os.PathLike):
+        return isinstance(value, (str, os.PathLike))
+    container = origin or annotation
+    if container in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if container is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(fits(v, a) for v, a in zip(value, args))
+        return not args or all(fits(v, args[0]) for v in value)
+    if container in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    return not inspect.isclass(container) or isinstance(value, container)
+
+
+def describe_type(annotation: Any) -> str:
+    """``int`` -> "an integer", ``Literal["a", "b"]`` -> "one of a, b", ``str | None`` -> "a string or none"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(arm) for arm in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none",
+             list: "a list", tuple: "a list", dict: "a mapping", Path: "a path"}
+    container = origin or annotation
+    if container in words:
+        return words[container]
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))

@@ -125,3 +125,18 @@ def test_inference_imports_no_trainer():
             "assert not [m for m in sys.modules if m.startswith('dmireid.engine.trainer')], 'trainer imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+BELOW_BUILD = ("engine", "inference", "objectives", "data", "models", "pseudo_labels", "memory", "evaluation")
+
+
+def test_only_the_composition_root_reads_a_config():
+    """No module of the packages below dmireid.build reads a config attribute (``cfg.x``, ``model_cfg.x``)."""
+    readers = []
+    for name, path in all_modules().items():
+        if name.split(".")[1:2] and name.split(".")[1] in BELOW_BUILD:
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                        and (node.value.id == "cfg" or node.value.id.endswith("_cfg"))):
+                    readers.append(f"{name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert readers == []

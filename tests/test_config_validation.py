@@ -19,13 +19,17 @@ CASES = {
              ("data.num_instances=32", "data.num_instances (32) must be <= train.batch_size (16)"),
              ("data.height=8", "data.height and data.width"), ("data.num_workers=-1", "data.num_workers"),
              ("data.name=nope", "data.name 'nope' is not a registered dataset"),
-             ("data.options.colour=red", "unknown option(s) colour for dataset synthetic"),
+             ("data.options.colour=red", "data.options.colour: unknown option(s) colour for dataset 'synthetic'"),
+             ("data.options.num_ids=many", "data.options.num_ids='many': dataset 'synthetic' expects an integer"),
              ("data.camera_rule=random", "data.camera_rule"), ("data.erasing=none", "data.erasing")],
     "model": [("model.arch=resnet7", "model.arch 'resnet7' is not a registered backbone"),
               ("model.bn_group_size=-1", "model.bn_group_size must be >= 0"),
               ("model.bn_group_size=5", "must be a multiple of model.bn_group_size"),
               ("model.gem_p=0", "model.gem_p must be > 0"), ("model.last_stride=3", "model.last_stride must be 1 or 2"),
-              ("model.pooling=max", "model.pooling")],
+              ("model.pooling=max", "model.pooling"),
+              ("model.options.depth=3", "model.options.depth: unknown option(s) depth for backbone 'resnet18'"),
+              ("model.options.last_stride=2", "model.options.last_stride: backbone 'resnet18' gets last_stride from "
+                                              "model.last_stride")],
     "pseudo_labels": [("pseudo_labels.k2=40", "pseudo_labels.k2 (40) must be <= pseudo_labels.k1 (10)"),
                       ("pseudo_labels.k1=1", "pseudo_labels.k1 must be >= 2"),
                       ("pseudo_labels.min_samples=0", "pseudo_labels.min_samples"),
@@ -33,6 +37,10 @@ CASES = {
                       ("pseudo_labels.camera_balance=maybe", "pseudo_labels.camera_balance: expected true or false"),
                       ("pseudo_labels.k1_inter=0", "k1_intra, k1_inter, k2_intra and k2_inter must be >= 1"),
                       ("pseudo_labels.k2_intra=x", "pseudo_labels.k2_intra: expected int"),
+                      ("pseudo_labels.options.k=3",
+                       "pseudo_labels.options.k: unknown option(s) k for labeler 'jaccard_dbscan'"),
+                      ("pseudo_labels.options.k1=3", "pseudo_labels.options.k1: labeler 'jaccard_dbscan' gets k1 from "
+                                                     "pseudo_labels.k1"),
                       ("pseudo_labels.knn_backend=annoy", "pseudo_labels.knn_backend")],
     "memory": [("memory.dcp_margins=[0.2,0,0]", "memory.dcp_margins has 3 value(s)"),
                ("memory.dcp_margins=[-0.1]", "memory.dcp_margins must be >= 0"),
@@ -47,8 +55,9 @@ CASES = {
                ("memory.camera_temperature=0", "memory.camera_temperature must be > 0"),
                ("memory.camera_momentum=1", "memory.camera_momentum must be in [0, 1)")],
     "run": [("method=spcl", "method 'spcl' is not a registered objective"), ("device=gpu", "device 'gpu'"),
-            ("device=cuda:x", "device 'cuda:x'"), ("plugins=[no_such_module]", "plugins: cannot import 'no_such_module'"),
-            ("output_dir=", "output_dir must not be empty")],
+            ("device=cuda:x", "device 'cuda:x'"), ("output_dir=", "output_dir must not be empty"),
+            ("objective_options.smoothing=0.2", "objective_options.smoothing: unknown option(s) smoothing for "
+                                                "objective 'dmi' (known: none)")],
 }
 
 
@@ -58,6 +67,16 @@ def test_bad_value_is_one_line_naming_the_key(override, fragment):
     with pytest.raises(DmireidError) as info:
         load_config("smoke", [override])
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_plugins_are_imported_by_train_not_by_load_config(tmp_path):
+    from dmireid.engine import train
+
+    cfg = load_config("smoke", ["plugins=[no_such_module]", f"output_dir={tmp_path / 'run'}",
+                                f"data.root={tmp_path / 'never'}"])  # reading a config imports nothing
+    with pytest.raises(DmireidError, match="plugins: cannot import 'no_such_module'") as info:
+        train(cfg, progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "never").exists()
 
 
 def test_short_margin_list_pads_with_zero():
@@ -77,7 +96,7 @@ def test_missing_pretrained_file_stops_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("name, warns", [("market1501", True), ("synthetic", False)])
 def test_real_dataset_without_pretrained_weights_warns(caplog, name, warns):
-    from dmireid.engine.session import warn_without_pretrained
+    from dmireid.build import warn_without_pretrained
 
     cfg = load_config("smoke", [f"data.name={name}", "model.pretrained=none"])
     with caplog.at_level(logging.WARNING):
@@ -90,7 +109,7 @@ def test_real_dataset_without_pretrained_weights_warns(caplog, name, warns):
 
 
 def test_frozen_momentum_statistics_warn(caplog):
-    from dmireid.engine.session import warn_frozen_momentum_statistics
+    from dmireid.build import warn_frozen_momentum_statistics
 
     with caplog.at_level(logging.WARNING):
         warn_frozen_momentum_statistics(load_config("smoke", ["memory.ema_buffers=false", "memory.ema_forward=eval"]))

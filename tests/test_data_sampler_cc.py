@@ -125,11 +125,11 @@ def test_spread_rule_is_told_apart():
     assert total_variation(spread[1, "distinct"], loop[1, "distinct"]) > 0.25  # exactly 1/3
 
 
-def test_default_rule_is_spread_and_bad_rule_is_an_error():
+def test_default_rule_is_cc_and_bad_rule_is_an_error():
     labels, cams = dataset()
     s = ClusterBatchSampler(labels, cams, 4, 28, 5, seed=3)
-    assert s.camera_rule == "spread"
-    assert np.array_equal(s.batches(), our_blocks(labels, cams, 4, 5, rule="spread", seed=3).reshape(5, -1))
+    assert s.camera_rule == "cc"  # data.camera_rule's default
+    assert np.array_equal(s.batches(), our_blocks(labels, cams, 4, 5, rule="cc", seed=3).reshape(5, -1))
     with pytest.raises(DmireidError, match="camera_rule 'any'.*cc"):
         ClusterBatchSampler(labels, cams, 4, 28, 5, seed=3, camera_rule="any")
 

@@ -47,7 +47,7 @@ def test_train_transform_is_random_flips_and_pads():
 
 
 def test_random_erasing_fill_area_and_probability():
-    t = build_train_transform(64, 32)
+    t = build_train_transform(64, 32, erasing="torchvision")
     erasing = t.transforms[-1]
     assert (erasing.p, erasing.scale, erasing.value) == (0.5, (0.02, 0.4), IMAGENET_MEAN)
     assert erasing.ratio == pytest.approx((0.3, 1 / 0.3))

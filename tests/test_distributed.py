@@ -1,5 +1,6 @@
 """2-process gloo DDP on CPU matches the equivalent single-process run (pseudo-labels, memories)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ DRIVER = textwrap.dedent('''
     import sys, torch
     from dmireid.config import load_config
     from dmireid.engine import Hook, Trainer
-    from dmireid.engine import distributed as dist
+    from dmireid import distributed as dist
 
     class Dump(Hook):
         def __init__(self):
@@ -44,7 +45,8 @@ def run_pair(tmp_path, name, extra):
     driver.write_text(DRIVER)
     common = [f"data.root={tmp_path.parent / 'synthetic-smoke'}", "train.epochs=2", "train.batch_size=16",
               "data.num_instances=4", "model.bn_group_size=8", "train.eval_every=100", *extra]
-    env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PATH": "/usr/bin:/bin"}
+    env = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}  # the dmireid under test
     runs = {"single": [sys.executable, str(driver)],
             "ddp": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(driver)]}
     dumps = {}

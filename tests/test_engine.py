@@ -8,7 +8,8 @@ import torch
 
 from dmireid.cli import main
 from dmireid.config import load_config
-from dmireid.engine import load_checkpoint, train
+from dmireid.checkpoint import load_checkpoint
+from dmireid.engine import train
 
 REQUIRED = {"epoch", "num_clusters", "num_outliers", "loss", "nmi", "ari", "pair_precision", "pair_recall", "lr"}
 

@@ -40,7 +40,8 @@ def test_custom_labeler(tmp_path):
 
 
 def test_unknown_labeler_option_is_one_line(tmp_path):
-    with pytest.raises(DmireidError, match=r"labeler 'kmeans'.*unexpected keyword.*clusters"):
+    with pytest.raises(DmireidError, match=r"pseudo_labels.options.clusters: unknown option\(s\) clusters for "
+                                           r"labeler 'kmeans' \(known: num_clusters, seed\)"):
         one_epoch(tmp_path, f"plugins=[{EXAMPLES / 'kmeans_labeler.py'}]", "pseudo_labels.labeler=kmeans",
                   "pseudo_labels.options.clusters=6")
 

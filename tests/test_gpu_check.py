@@ -156,3 +156,25 @@ def test_asking_for_cuda_without_one_fails_before_writing_data(tmp_path, monkeyp
     with pytest.raises(DmireidError, match="device=cuda was asked for but no CUDA device"):
         script.run(script.parse_args(["--device", "cuda", "--data", str(tmp_path / "data")]))
     assert list(tmp_path.iterdir()) == []
+
+
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "cuhk03_pair1").is_dir(),
+                    reason=f"the real images are not at {SHARED / 'data'} (research-only, outside the repository)")
+def test_real_form_tiny_cpu_prints_the_bench_real_table(tmp_path):
+    """``--real DATA --weights FILE --tiny --device cpu``: bench_real's protocol on a linked subset (one row)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--real", str(SHARED / "data" / "cuhk03_pair1"), "--weights",
+                           str(SHARED / "weights" / "mobilenetv2_100_imagenet.pth"), "--tiny", "--device", "cpu",
+                           "--out", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "tiny budget" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| dmi_recipe | 1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and int(cells[6]) >= 0  # a mAP and a cluster count were measured
+    subset = tmp_path / "bench_real" / "subset" / "bounding_box_train"
+    assert all(p.is_symlink() for p in subset.iterdir())  # the real images are linked, never copied
+    assert len({p.name.split("_")[0] for p in subset.iterdir()}) == 24

@@ -25,14 +25,15 @@ from dmireid.config import load_config
 from dmireid.data import build_test_transform
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import loss_keys, plot_training_curves
-from dmireid.inference import FeatureExtractor, extract_features, extract_from_dataset, model_from_config
+from dmireid import build
+from dmireid.inference import FeatureExtractor, extract_features, extract_from_dataset
 from dmireid.inference.inputs import ImageItems
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    net = model_from_config(load_config("smoke").model)
+    net = build.model(load_config("smoke"))
     g = torch.Generator().manual_seed(1)
     for m in net.modules():  # non-trivial running statistics: eval mode must be used
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -82,18 +83,18 @@ def direct_features(model, paths, height, width, batch_size, flip=False):
 def test_one_loop_equals_a_direct_model_loop(model, crops):
     _, good, broken = crops
     model.train()
-    features, ok = extract_features(model, [(p, 0, 0) for p in good], 64, 32, batch_size=4, progress=False)
+    features, ok = extract_features(model, [(p, 0, 0) for p in good], 64, 32, batch_size=4, num_workers=0, progress=False)
     assert model.training  # the caller's mode is restored
     assert ok.all() and features.dtype == torch.float32 and features.shape == (9, 512)
     assert torch.equal(features, direct_features(model, good, 64, 32, batch_size=4))
     # an unreadable image: zero row, ok False; every other row unchanged (training's contract)
     samples = [(p, 0, 0) for p in good[:4] + [broken] + good[4:]]
-    features, ok = extract_features(model, samples, 64, 32, batch_size=4, progress=False)
+    features, ok = extract_features(model, samples, 64, 32, batch_size=4, num_workers=0, progress=False)
     assert ok.tolist() == [True] * 4 + [False] + [True] * 5
     assert torch.equal(features[4], torch.zeros(512))
     torch.testing.assert_close(features[ok], direct_features(model, good, 64, 32, batch_size=4), atol=1e-6, rtol=0)
     with pytest.raises(DmireidError, match="c_broken.jpg") as info:
-        extract_features(model, samples, 64, 32, batch_size=4, progress=False, on_unreadable="stop")
+        extract_features(model, samples, 64, 32, batch_size=4, num_workers=0, progress=False, on_unreadable="stop")
     assert "\n" not in str(info.value) and "--skip-unreadable" in str(info.value)
     with pytest.raises(DmireidError, match="on_unreadable 'drop' is not one of stop, skip"):
         extract_features(model, samples, 64, 32, progress=False, on_unreadable="drop")
@@ -192,9 +193,6 @@ def test_autocast_dtype_decision_table(monkeypatch, bf16_capable, requested, exp
 def test_autocast_and_devices_on_the_cpu(monkeypatch):
     assert not devices.needs_grad_scaler(None) and not devices.needs_grad_scaler(torch.bfloat16)
     assert isinstance(devices.autocast("cpu", None), contextlib.nullcontext)
-    from dmireid.engine.features import autocast_for  # the old name: the same decision
-
-    assert isinstance(autocast_for(torch.device("cpu"), True), contextlib.nullcontext)
     with pytest.raises(DmireidError, match="train.amp_dtype 'fp8' is not one of bf16, fp16"):
         devices.autocast_dtype("cpu", True, "fp8")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -208,13 +206,11 @@ def test_autocast_and_devices_on_the_cpu(monkeypatch):
 # ------------------------------------------------------------------------------------ imports
 def test_inference_imports_no_trainer():
     code = ("import sys, dmireid.inference\n"
-            "assert not [m for m in sys.modules if m.startswith('dmireid.engine.trainer')]\n"
-            "import dmireid.engine, dmireid.engine.extractor, dmireid.engine.search, dmireid.engine.grouping\n"
-            "import dmireid.engine.export, dmireid.engine.report, dmireid.engine.features\n"
-            "from dmireid.engine import FeatureExtractor, extract_features, evaluate_model, load_checkpoint\n"
-            "assert not [m for m in sys.modules if m.startswith('dmireid.engine.trainer')], 'trainer loaded'\n"
+            "assert not [m for m in sys.modules if m.startswith('dmireid.engine')]\n"
+            "from dmireid.inference import FeatureExtractor\n"
             "import dmireid\n"
-            "assert dmireid.FeatureExtractor is FeatureExtractor is dmireid.inference.FeatureExtractor\n"
+            "assert dmireid.FeatureExtractor is FeatureExtractor\n"
+            "assert not [m for m in sys.modules if m.startswith('dmireid.engine')], 'engine loaded'\n"
             "from dmireid.engine import train, Trainer, Hook\n"
             "assert 'dmireid.engine.trainer' in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -241,14 +237,16 @@ import torch
 from dmireid import distributed as dist
 from dmireid.checkpoint import load_checkpoint
 from dmireid.config import load_config
-from dmireid.inference import extract_features, model_from_config
+from dmireid import build
+from dmireid.inference import extract_features
 
 torch.set_num_threads(1)
 dist.init_distributed(torch.device("cpu"))
-model = model_from_config(load_config("smoke").model)
+model = build.model(load_config("smoke"))
 model.load_state_dict(load_checkpoint(sys.argv[1])["model"])
 paths = sys.argv[3:]
-features, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, progress=False)
+features, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, num_workers=0,
+                               progress=False)
 if dist.is_main():
     torch.save({"features": features, "ok": torch.from_numpy(ok), "world": dist.world_size()}, sys.argv[2])
 dist.cleanup()
@@ -269,6 +267,6 @@ def test_torchrun_shards_and_gathers_like_one_process(ckpt, crops, model, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(out, weights_only=True)
     assert got["world"] == 2
-    single, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, progress=False)
+    single, ok = extract_features(model, [(p, 0, 0) for p in paths], 64, 32, batch_size=3, num_workers=0, progress=False)
     assert got["ok"].tolist() == ok.tolist() == [True] * 5 + [False] + [True] * 4
     torch.testing.assert_close(got["features"], single, atol=1e-6, rtol=0)

@@ -19,10 +19,11 @@ OLD_VARIANT = ["memory.dcp_margins=[0.0,0.0]", "memory.mip_source=momentum", "me
                "memory.ema_buffers=true", "data.camera_rule=spread", "data.erasing=torchvision",
                "train.amp_extract=true"]
 TIMING = ("time_", "images_per_s")
+ADDED_SINCE = ("cluster_cross_camera_share", "cluster_cameras_mean")  # label-free diagnostics new in 0.2
 
 
 def metrics(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith(TIMING)}
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith(TIMING) and k not in ADDED_SINCE}
             for line in path.read_text().splitlines()]
 
 

@@ -23,7 +23,7 @@ from dmireid.models import (
 @pytest.fixture(scope="module")
 def r18():
     torch.manual_seed(0)
-    return build_model("resnet18")
+    return build_model("resnet18", bn_group_size=0)  # plain BatchNorm (the default is model.bn_group_size's 64)
 
 
 def test_output_shape_and_unit_rows_train_and_eval(r18):

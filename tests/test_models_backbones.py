@@ -1,4 +1,4 @@
-"""dmireid.models: the backbone registry, build_model_from_config, model.pretrained (none/imagenet/path)."""
+"""dmireid.models: the backbone registry, dmireid.build.model (a config's model), model.pretrained (none/imagenet/path)."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,15 +8,10 @@ import torch
 import torchvision
 from torch import nn
 
+from dmireid import build
+from dmireid.config import load_config
 from dmireid.errors import DmireidError
-from dmireid.models import (
-    BACKBONES,
-    GeM,
-    build_model,
-    build_model_from_config,
-    normalise_pretrained,
-    register_backbone,
-)
+from dmireid.models import BACKBONES, GeM, build_model, normalise_pretrained, register_backbone
 
 torch.set_num_threads(1)
 
@@ -129,33 +124,32 @@ def test_register_twice_needs_overwrite():
     assert register_backbone("test_once", tiny_map) is tiny_map  # same object again: fine
 
 
-def _cfg(**over):
-    fields = dict(arch="test_tiny_map", pretrained=None, pooling="avg", gem_p=3.0, last_stride=1, bn_group_size=2)
-    fields.update(over)
-    return SimpleNamespace(**fields)
+def _cfg(*overrides):
+    return load_config(None, ["model.arch=test_tiny_map", "model.pooling=avg", "model.bn_group_size=2",
+                              "data.height=64", "data.width=32", *overrides])
 
 
-def test_build_model_from_config_duck_typed():
-    model = build_model_from_config(_cfg())  # no options attribute at all
+def test_the_config_model_gets_its_settings_options_and_the_data_size():
+    model = build.model(_cfg())
     assert isinstance(model.pool, nn.AdaptiveAvgPool2d) and model.backbone.bn.group_size == 2
-    model = build_model_from_config(_cfg(options={"width": 3}))
+    assert build.model(_cfg(), for_inference=True).backbone.bn.group_size == 0  # a checkpoint's: plain BN
+    model = build.model(_cfg("model.options.width=3"))
     assert model.feature_dim == 3
     # img_size follows the data size for a factory that takes it, unless options set it
-    assert build_model_from_config(_cfg(arch="test_tiny_vector"), input_size=(64, 32)).backbone.img_size == [64, 32]
-    vec = build_model_from_config(_cfg(arch="test_tiny_vector", options={"img_size": [8, 8]}), input_size=(64, 32))
+    assert build.model(_cfg("model.arch=test_tiny_vector")).backbone.img_size == [64, 32]
+    vec = build.model(_cfg("model.arch=test_tiny_vector", "model.options.img_size=[8,8]"))
     assert vec.backbone.img_size == [8, 8]
-    assert build_model_from_config(_cfg(), input_size=(64, 32)).feature_dim == 8  # tiny_map takes no img_size
-    with pytest.raises(DmireidError, match="model.options must be a mapping"):
-        build_model_from_config(_cfg(options=[1, 2]))
+    assert build.model(_cfg()).feature_dim == 8  # tiny_map takes no img_size
+    with pytest.raises(DmireidError, match="model.options: expected a mapping"):
+        _cfg("model.options=[1, 2]")
 
 
-def test_build_model_from_config_matches_build_model_bitwise():
-    cfg = SimpleNamespace(arch="resnet18", pretrained="none", pooling="gem", gem_p=3.0, last_stride=1,
-                          bn_group_size=0, options={})
+def test_the_config_model_matches_build_model_bitwise():
+    cfg = load_config(None, ["model.arch=resnet18", "model.pretrained=none", "model.bn_group_size=0"])
     torch.manual_seed(5)
-    a = build_model_from_config(cfg).state_dict()
+    a = build.model(cfg).state_dict()
     torch.manual_seed(5)
-    b = build_model("resnet18").state_dict()
+    b = build_model("resnet18", bn_group_size=0).state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -215,17 +215,15 @@ def test_dmireid_state_of_a_timm_backbone_loads_back(vit, tmp_path):
 
 
 def test_data_size_reaches_a_vit_and_is_dropped_for_a_cnn_without_changing_its_init():
-    from types import SimpleNamespace
-
-    from dmireid.models import build_model_from_config
+    from dmireid import build
+    from dmireid.config import load_config
 
     def cfg(arch):
-        return SimpleNamespace(arch=arch, pretrained=None, pooling="gem", gem_p=3.0, last_stride=1,
-                               bn_group_size=0, options={})
+        return load_config(None, [f"model.arch={arch}", "model.bn_group_size=0", "data.height=64", "data.width=32"])
 
-    assert build_model_from_config(cfg(VIT), input_size=(64, 32)).backbone.body.patch_embed.img_size == (64, 32)
+    assert build.model(cfg(VIT)).backbone.body.patch_embed.img_size == (64, 32)
     torch.manual_seed(4)
-    with_size = build_model_from_config(cfg("timm:resnet10t"), input_size=(64, 32)).state_dict()
+    with_size = build.model(cfg("timm:resnet10t")).state_dict()
     after = torch.rand(1)
     torch.manual_seed(4)
     without = build_model("timm:resnet10t").state_dict()

@@ -4,6 +4,7 @@ import json
 
 import torch
 
+from dmireid import build
 from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid.engine import Trainer
@@ -23,7 +24,9 @@ def test_random_init_is_repeatable_and_is_the_training_start(tmp_path, capsys):
     cfg = load_config("smoke", [f"data.root={root}", f"output_dir={tmp_path / 'run'}"])
     trainer = Trainer(cfg, progress=False)
     trainer.prepare()  # exactly what training does before its first epoch
-    start = evaluate_model(trainer.unwrapped, trainer.dataset, cfg, torch.device("cpu"), progress=False)
+    ex = build.extraction(cfg)
+    start = evaluate_model(trainer.unwrapped, trainer.dataset, ex.height, ex.width, torch.device("cpu"), ex.batch_size,
+                           ex.num_workers, progress=False)
     assert start == outputs[0]
 
     other = tmp_path / "seed2.json"

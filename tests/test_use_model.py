@@ -16,10 +16,10 @@ from PIL import Image
 
 from dmireid.cli import main
 from dmireid.config import load_config
-from dmireid.engine import extract_features, save_checkpoint
-from dmireid.engine.extractor import FeatureExtractor, collect_image_paths, infer_resnet_arch
-from dmireid.engine.grouping import renumber_by_size, write_clusters_csv
-from dmireid.inference import model_from_config
+from dmireid import build
+from dmireid.checkpoint import save_checkpoint
+from dmireid.inference import FeatureExtractor, collect_image_paths, extract_features, infer_resnet_arch
+from dmireid.inference import renumber_by_size, write_clusters_csv
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import draw_rank_strip, plot_training_curves, rank_gallery
 
@@ -38,9 +38,9 @@ def _randomise_bn(model, seed):
 def models():
     cfg = load_config("smoke")
     torch.manual_seed(0)
-    online = _randomise_bn(model_from_config(cfg.model), 1).eval()
+    online = _randomise_bn(build.model(cfg), 1).eval()
     torch.manual_seed(1)
-    momentum = _randomise_bn(model_from_config(cfg.model), 2).eval()
+    momentum = _randomise_bn(build.model(cfg), 2).eval()
     return cfg, online, momentum
 
 
@@ -82,7 +82,7 @@ def test_inputs_agree_and_match_evaluation_features(ckpt, models, images):
         torch.testing.assert_close(other, by_path, atol=1e-5, rtol=0)
     torch.testing.assert_close(by_path.norm(dim=1), torch.ones(5), atol=1e-5, rtol=0)
     # the same features as evaluation computes (test transform, eval mode), and the tensor is used as is
-    evaluated, ok = extract_features(momentum, [(p, 0, 0) for p in images], 64, 32, 4, "cpu", progress=False)
+    evaluated, ok = extract_features(momentum, [(p, 0, 0) for p in images], 64, 32, 4, "cpu", 0, progress=False)
     assert ok.all()
     torch.testing.assert_close(by_path, evaluated, atol=1e-5, rtol=0)
     with torch.no_grad():
@@ -171,7 +171,7 @@ def test_unreadable_inputs_name_the_file(ckpt, tmp_path, images):
 def test_onnx_export_matches_pytorch_with_dynamic_batch(ckpt, tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from dmireid.engine.export import export_onnx
+    from dmireid.inference import export_onnx
 
     path = export_onnx(ckpt, tmp_path / "model.onnx", encoder="online")
     proto = onnx.load(str(path))

@@ -2,7 +2,8 @@
 
 A loader is ``loader(root, **options) -> ReIDDataset``; its keyword parameters *are* its options
 (config key ``data.options``, a mapping), so the known options are read from its signature, and
-so are the values an option takes: an ``int`` or ``Literal[...]`` annotation is checked. A
+so are the values an option takes (its annotation — ``int``, ``Literal[...]``, ... — else its
+default's type; :func:`dmireid.registry.check_options`, the check of every plug-in kind). A
 ``root`` parameter with a default (the synthetic set's ``None``) means the root may be omitted.
 
     @register_dataset("my_set")
@@ -15,13 +16,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-import numbers
 import os
-import typing
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 from ..errors import DmireidError
-from ..registry import Registry
+from ..registry import Registry, check_options
 from .samples import ReIDDataset
 
 log = logging.getLogger(__name__)
@@ -74,46 +73,13 @@ def dataset_options(name: str) -> tuple[str, ...]:
     return tuple(p.name for p in _signature(loader, key)[1:] if p.kind in _KEYWORD)
 
 
-def _annotation(loader: Loader, param: inspect.Parameter) -> Any:
-    """The parameter's annotation, a string one resolved in the loader's module (None if it does not resolve)."""
-    annotation = param.annotation
-    if isinstance(annotation, str):  # ``from __future__ import annotations``
-        try:
-            annotation = eval(annotation, dict(getattr(loader, "__globals__", {})))  # noqa: S307 - as typing does
-        except Exception:  # noqa: BLE001 - a plug-in's forward reference: no value check for it
-            return None
-    return annotation
-
-
-def _check_value(key: str, option: str, value: Any, annotation: Any) -> None:
-    """One-line error for a value outside a ``Literal[...]`` or a non-integer for an ``int`` option."""
-    if typing.get_origin(annotation) is Literal:
-        allowed = typing.get_args(annotation)
-        if value not in allowed or type(value) not in {type(a) for a in allowed}:  # True is not 1
-            raise DmireidError(f"data.options.{option}={value!r} is not one of {', '.join(map(str, allowed))} "
-                               f"for dataset {key}")
-    elif annotation is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        raise DmireidError(f"data.options.{option}={value!r} must be an integer for dataset {key}")
-
-
 def check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """One-line error for an option the loader of ``name`` does not take, a required one missing,
-    or a value its annotation (``int``, ``Literal[...]``) rules out."""
+    """One-line error for an option the loader of ``name`` does not take, an ill-typed (``int``,
+    ``Literal[...]``, ...) or a missing one (:func:`dmireid.registry.check_options` on the loader's
+    signature, the root excluded)."""
     key, loader = find_dataset(name)
-    params = _signature(loader, key)[1:]
-    known = [p.name for p in params if p.kind in _KEYWORD]
-    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise DmireidError(f"unknown option(s) {', '.join(unknown)} for dataset {key} "
-                               f"(known: {', '.join(known) or 'none'})")
-    required = [p.name for p in params if p.kind in _KEYWORD and p.default is inspect.Parameter.empty]
-    missing = [n for n in required if n not in options]
-    if missing:
-        raise DmireidError(f"dataset {key} needs option(s) {', '.join(missing)} (data.options)")
-    for param in params:
-        if param.name in options and param.kind in _KEYWORD:
-            _check_value(key, param.name, options[param.name], _annotation(loader, param))
+    _signature(loader, key)
+    check_options(loader, options, kind="dataset", name=key, key="data.options", positional=1)
 
 
 def load_dataset(name: str, root: str | os.PathLike | None, **options) -> ReIDDataset:

@@ -42,14 +42,14 @@ class ClusterBatchSampler:
 
     Args: pseudo_labels (N,) int, -1 = outlier; camids (N,) int; num_instances K; batch_size
     (P = batch_size // K clusters per global batch); iters batches per epoch; seed, epoch: the
-    random stream; camera_aware: use the cameras at all; camera_rule: ``spread`` | ``cc`` (module
-    docstring); rank, world_size: each rank yields blocks [rank·P/W, (rank+1)·P/W) of every global
+    random stream; camera_aware: use the cameras at all; camera_rule: ``cc`` (default, the recipe's)
+    | ``spread`` (module docstring); rank, world_size: each rank yields blocks [rank·P/W, (rank+1)·P/W) of every global
     batch (P % world_size == 0).
     """
 
     def __init__(self, pseudo_labels, camids, num_instances: int, batch_size: int, iters: int, seed: int,
                  epoch: int = 0, camera_aware: bool = True, rank: int = 0, world_size: int = 1,
-                 camera_rule: str = "spread"):
+                 camera_rule: str = "cc"):
         labels, cams = _numpy(pseudo_labels), _numpy(camids)
         if len(labels) != len(cams):
             raise ValueError(f"{len(labels)} pseudo labels but {len(cams)} camera ids")

@@ -1,6 +1,6 @@
 """Train / test image transforms (spec §2, the Cluster Contrast recipe), torchvision-based.
 
-    t = build_train_transform(256, 128)                  # erasing="torchvision" (default) or "cc"
+    t = build_train_transform(256, 128)                  # erasing="cc" (default, the recipe's) or "torchvision"
     t(pil_image).shape  # torch.Size([3, 256, 128])
 """
 
@@ -69,12 +69,13 @@ class CCRandomErasing:
 
 
 def build_train_transform(height: int, width: int, erase_value=IMAGENET_MEAN,
-                          erasing: str = "torchvision") -> T.Compose:
+                          erasing: str = "cc") -> T.Compose:
     """PIL image -> 3×height×width float tensor: bicubic resize, flip 0.5, pad 10, random crop,
     ImageNet normalisation, random erasing (p 0.5, area 0.02-0.4, aspect 0.3-1/0.3).
 
-    ``erasing``: ``torchvision`` (``T.RandomErasing``: log-uniform aspect, 10 tries) or ``cc``
-    (:class:`CCRandomErasing`: uniform aspect, 100 tries, as Cluster Contrast / DCMIP).
+    ``erasing``: ``cc`` (:class:`CCRandomErasing`: uniform aspect, 100 tries, as Cluster Contrast /
+    DCMIP; the default, = ``data.erasing``) or ``torchvision`` (``T.RandomErasing``: log-uniform
+    aspect, 10 tries).
     Erased pixels get ``erase_value`` in the normalised tensor; the default writes the ImageNet mean
     values (0.485, 0.456, 0.406) themselves into the normalised tensor, as Cluster Contrast does
     (spec §2); ``erase_value=0.0`` fills with the mean colour after normalisation instead.

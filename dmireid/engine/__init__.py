@@ -1,39 +1,14 @@
-"""The epoch loop (training); model use lives in :mod:`dmireid.inference`.
+"""The epoch loop (training); model use lives in :mod:`dmireid.inference`, the assembly of a run
+from its config in :mod:`dmireid.build`.
 
-- :func:`train` / :class:`Trainer` — run training from a :class:`~dmireid.config.Config`.
-- :func:`extract_features`, :func:`evaluate_model`, :class:`FeatureExtractor` — re-exported from
-  :mod:`dmireid.inference` (the extraction loop, query/gallery evaluation, the checkpoint-loading
-  embedder).
-- :func:`save_checkpoint` / :func:`load_checkpoint` — atomic, ``weights_only``-safe checkpoints.
-- hooks: :class:`Hook`, :class:`ProgressHook`, :class:`EvaluationHook`, :class:`MetricsHook`,
-  :class:`CheckpointHook`.
-
-Every name is imported on first use, so ``import dmireid.engine.<module>`` (or the model-use names)
-does not load the trainer and everything it pulls in.
+- :func:`train` / :class:`Trainer` — run training from a :class:`~dmireid.config.Config`
+  (``hooks=[...]`` are added to the default ones; ``default_hooks=False`` replaces them).
+- hooks: :class:`Hook`, :class:`ProgressHook`, :class:`PseudoLabelsHook`, :class:`EvaluationHook`,
+  :class:`MetricsHook`, :class:`CheckpointHook`.
 """
 
-import importlib
+from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
+from .trainer import Trainer, train
 
-_LAZY = {
-    "train": ".trainer", "Trainer": ".trainer",
-    "evaluate_model": "dmireid.inference", "extract_features": "dmireid.inference",
-    "FeatureExtractor": "dmireid.inference",
-    "save_checkpoint": "dmireid.checkpoint", "load_checkpoint": "dmireid.checkpoint",
-    "Hook": ".hooks", "ProgressHook": ".hooks", "EvaluationHook": ".hooks", "MetricsHook": ".hooks",
-    "CheckpointHook": ".hooks", "PseudoLabelsHook": ".hooks",
-}
-
-__all__ = ["train", "Trainer", "evaluate_model", "extract_features", "save_checkpoint", "load_checkpoint",
-           "Hook", "ProgressHook", "EvaluationHook", "MetricsHook", "CheckpointHook", "PseudoLabelsHook",
-           "FeatureExtractor"]
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name], __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__all__ = ["train", "Trainer", "Hook", "ProgressHook", "PseudoLabelsHook", "EvaluationHook", "MetricsHook",
+           "CheckpointHook"]

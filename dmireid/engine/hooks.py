@@ -1,10 +1,10 @@
 """Cross-cutting concerns of the epoch loop as hooks that hold their own logic.
 
 A hook's methods receive the trainer, from which the built-in hooks read plain data only
-(``epoch``, ``record`` — the current epoch's metrics dict — and ``last_logged_loss``); what they do
-(evaluate, build a checkpoint payload) is a function given to their constructor. Hooks run in list
-order; the default order is progress → pseudo-labels → evaluation → metrics → checkpoint, so a
-checkpoint always holds the metrics of its own epoch.
+(``epoch``, ``record`` — the current epoch's metrics dict —, ``improved`` and ``last_logged_loss``);
+what they do (evaluate, build a checkpoint payload) is a function given to their constructor. Hooks
+run in list order; the default order is progress → pseudo-labels → evaluation → (the user's hooks)
+→ metrics → checkpoint, so a checkpoint always holds the metrics of its own epoch.
 """
 
 from __future__ import annotations
@@ -136,35 +136,22 @@ class MetricsHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Saves ``last.pt`` every epoch and ``best.pt`` when the evaluated mAP improves (rank 0).
+    """Saves ``last.pt`` every epoch and ``best.pt`` when this epoch's evaluation improved the
+    trainer's ``best`` (``trainer.improved``; the trainer owns ``best``) — rank 0 writes.
 
-    ``payload()`` returns the dict to save; ``best`` is the trainer's best-on-test dict, updated in
-    place here (it is part of the payload) — see :func:`update_best`.
+    ``payload()`` returns the dict to save.
     """
 
-    def __init__(self, run_dir: Path, payload: Callable[[], dict[str, Any]], best: dict[str, Any]):
-        self.run_dir, self.payload, self.best = Path(run_dir), payload, best
+    def __init__(self, run_dir: Path, payload: Callable[[], dict[str, Any]]):
+        self.run_dir, self.payload = Path(run_dir), payload
 
     def after_epoch(self, trainer):
-        improved = update_best(self.best, trainer.record, trainer.epoch)
         if dist.is_main():
             payload = self.payload()
             save_checkpoint(payload, self.run_dir / LAST_CHECKPOINT)
-            if improved:
+            if trainer.improved:
                 save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
         dist.barrier()
-
-
-def update_best(best: dict[str, Any], record: dict[str, Any], epoch: int) -> bool:
-    """Best evaluated mAP over θ and θ' so far, in place; True when ``record`` improved it."""
-    candidates = [(record[k], name) for k, name in (("mAP", "online"), ("mAP_ema", "momentum")) if k in record]
-    if not candidates:
-        return False
-    value, encoder = max(candidates)
-    if value > best["mAP"]:
-        best.update(mAP=value, epoch=epoch, encoder=encoder)
-        return True
-    return False
 
 
 def truncate_metrics(path: Path, epochs_done: int) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import ClusterBatchSampler, ImageDataset, build_train_transform
+from ..data import ClusterBatchSampler, ImageDataset
 
 
 class SeededBatches:
@@ -50,19 +50,14 @@ class SeededImageDataset(Dataset):
             return self.dataset[index]
 
 
-def train_loader(cfg, samples, labels: np.ndarray, epoch: int, seed: int, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> DataLoader:
-    """This rank's P×K batches of ``epoch`` over the pseudo-labels: ``(images B×3×H×W, index B, ok B)``.
+def train_loader(sampler: ClusterBatchSampler, images: ImageDataset, seed: int, batch_size: int, rank: int = 0,
+                 num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """This rank's P×K batches of one epoch: ``(images B×3×H×W, index B, ok B)``.
 
-    ``cfg``: the run config (data and train sections); ``samples``: the training list;
-    ``labels``: N pseudo-labels (-1 never drawn); ``seed``: the epoch's seed.
+    ``sampler``: the epoch's :class:`ClusterBatchSampler` (this rank's share of every global batch
+    of ``batch_size``); ``images``: the training images with the train transform; ``seed``: the
+    epoch's seed (per-sample augmentation seeds and the workers' generator).
     """
-    data, train = cfg.data, cfg.train
-    sampler = ClusterBatchSampler(labels, np.array([c for _, _, c in samples]), num_instances=data.num_instances,
-                                  batch_size=train.batch_size, iters=train.iters, seed=train.seed, epoch=epoch,
-                                  camera_aware=data.camera_aware, camera_rule=data.camera_rule, rank=rank,
-                                  world_size=world_size)
-    dataset = ImageDataset(samples, build_train_transform(data.height, data.width, erasing=data.erasing))
-    batches = SeededBatches(sampler, seed, train.batch_size, rank)
-    return DataLoader(SeededImageDataset(dataset), batch_sampler=batches, num_workers=data.num_workers,
+    batches = SeededBatches(sampler, seed, batch_size, rank)
+    return DataLoader(SeededImageDataset(images), batch_sampler=batches, num_workers=num_workers,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))

@@ -4,13 +4,15 @@
     from dmireid.engine import train
     results = train(load_config("smoke", ["output_dir=runs/x"]))
 
-What is trained is the registered objective ``cfg.method`` (:mod:`dmireid.objectives`), how
-pseudo-labels are made is the registered labeler ``cfg.pseudo_labels.labeler``; the trainer holds
-the loop and the optimisation step only. Checkpoints are written at epoch ends, where the objective
-is rebuilt from the model anyway (cluster ids change every epoch), so a checkpoint needs no memory
-state. Per epoch every global RNG is re-seeded from ``(train.seed, epoch)`` and the sampler,
-data-loader workers and the objective draw from generators seeded the same way, so a run resumed
-from an epoch-end checkpoint repeats exactly what the uninterrupted run would have done.
+The trainer reads no config: :mod:`dmireid.build` turns it into the objects and settings it runs on
+(``self.parts``: the registered objective ``method``, the labeler ``pseudo_labels.labeler``, the
+data, model, optimiser and sampler builders). It holds the loop, the optimisation step and the
+state that crosses layers, one owner each: ``best`` (updated where the evaluation runs), the
+stage-2 start weights and the epoch's labels. Checkpoints are written at epoch ends, where the
+objective is rebuilt from the model anyway (cluster ids change every epoch), so a checkpoint needs
+no memory state. Per epoch every global RNG is re-seeded from ``(train.seed, epoch)`` and the
+sampler, data-loader workers and the objective draw from generators seeded the same way, so a run
+resumed from an epoch-end checkpoint repeats exactly what the uninterrupted run would have done.
 """
 
 from __future__ import annotations
@@ -23,57 +25,53 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import build
 from .. import distributed as dist
-from ..checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from ..config import Config, save_config
+from ..config import Config
 from ..errors import DmireidError
-from ..memory import MomentumEncoder
-from ..objectives import ObjectiveContext, get_objective
-from ..pseudo_labels import build_labeler, call_labeler, camera_spread, camera_balance_settings, label_quality
-from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
+from ..objectives import ObjectiveContext, build_objective
+from ..pseudo_labels import call_labeler, camera_spread, label_quality
+from ..run_files import CONFIG, LAST_CHECKPOINT
+from ..seeding import epoch_seed, seed_everything
 from .hooks import CheckpointHook, EvaluationHook, Hook, MetricsHook, ProgressHook, PseudoLabelsHook
 from .loader import train_loader
-from .session import (TrainingSession, build_model_from_config, evaluate_model,  # noqa: F401  (old import paths)
-                      resolve_device)
-from .state import check_resumable, epoch_seed, seed_everything
+from .session import TrainingSession
 
 log = logging.getLogger("dmireid.train")
 
 
 class Trainer(TrainingSession):
-    """The epoch loop and the optimisation step (set-up lives in :class:`TrainingSession`)."""
+    """The epoch loop and the optimisation step (set-up lives in :class:`TrainingSession`).
+
+    ``hooks`` are added to the default ones (progress, pseudo-label files, evaluation, metrics,
+    checkpoints): they run after the evaluation and before ``metrics.jsonl`` and the checkpoints
+    are written, so what they add to ``record`` is saved. ``default_hooks=False``: ``hooks`` only.
+    """
 
     log_every = 20
 
-    def __init__(self, cfg: Config, hooks: list[Hook] | None = None, progress: bool = True):
-        super().__init__(cfg, progress)
-        self.objective_class, pl = get_objective(cfg.method), cfg.pseudo_labels
-        self.labeler = build_labeler(pl.labeler, pl.options, k1=pl.k1, k2=pl.k2, eps=pl.eps, min_samples=pl.min_samples,
-                                     knn_backend=pl.knn_backend, progress=progress,
-                                     device=self.device, **camera_balance_settings(pl))
+    def __init__(self, cfg: Config, hooks: list[Hook] | None = None, progress: bool = True, *,
+                 default_hooks: bool = True):
+        build.import_plugins(cfg)  # every rank: the plug-ins' names, then every name and option checked
+        super().__init__(build.training(cfg, progress), progress)
+        self.labeler = self.parts.labeler(self.device)
         self.objective = None  # this epoch's objective (memories + loss)
-        self.hooks = hooks if hooks is not None else self.default_hooks()
+        self.hooks = self.arrange_hooks(list(hooks or []), default_hooks)
 
     def default_hooks(self) -> list[Hook]:
-        t = self.cfg.train
-        hooks: list[Hook] = [ProgressHook(t.iters, t.epochs, t.batch_size, self.progress, self.log_every)]
-        if t.save_pseudo_labels:
+        s = self.loop
+        hooks: list[Hook] = [ProgressHook(s.iters, s.epochs, s.batch_size, self.progress, self.log_every)]
+        if s.save_pseudo_labels:
             hooks.append(PseudoLabelsHook(self.run_dir))
-        return hooks + [EvaluationHook(self.evaluate_encoders, t.eval_every, t.epochs),
-                        MetricsHook(self.run_dir), CheckpointHook(self.run_dir, self.checkpoint_payload, self.best)]
+        return hooks + [EvaluationHook(self.evaluate, s.eval_every, s.epochs), MetricsHook(self.run_dir),
+                        CheckpointHook(self.run_dir, self.checkpoint_payload)]
 
-    def stage(self, epoch: int) -> int:
-        """1 during the first stage of a two_stage schedule, else 2."""
-        t = self.cfg.train
-        return 1 if t.schedule == "two_stage" and epoch < t.stage1_epochs else 2
-
-    def momentum_encoder(self) -> MomentumEncoder:  # θ': EMA of parameters (and BN buffers if ema_buffers)
-        m = self.cfg.memory
-        return MomentumEncoder(self.unwrapped, alpha=m.ema_momentum, buffers=m.ema_buffers)
-
-    def uses_momentum_encoder(self, epoch: int) -> bool:
-        return self.objective_class.uses_momentum_encoder(self.cfg.memory, self.cfg.objective_options,
-                                                          self.stage(epoch))
+    def arrange_hooks(self, hooks: list[Hook], default_hooks: bool) -> list[Hook]:
+        """The defaults with ``hooks`` before the ones that write the epoch (metrics, checkpoints)."""
+        defaults = self.default_hooks() if default_hooks else []
+        writers = [i for i, hook in enumerate(defaults) if isinstance(hook, (MetricsHook, CheckpointHook))]
+        split = writers[0] if writers else len(defaults)
+        return defaults[:split] + hooks + defaults[split:]
 
     # ----------------------------------------------------------------------------- set-up and resume
     def setup(self, resume_from: Path | None = None) -> None:
@@ -87,47 +85,13 @@ class Trainer(TrainingSession):
                                    f"from it: copy it to every node or use a shared output_dir")
             self.resume(checkpoint)
         elif dist.is_main():
-            save_config(self.cfg, self.run_dir / CONFIG)
-        self.log_choices(self.objective_class.describe(self.cfg.memory, self.cfg.objective_options,
-                                                       self.stage(self.epoch)))
-
-    def resume(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        check_resumable(state["config"], self.cfg, path)
-        self.unwrapped.load_state_dict(state["model"])
-        if state.get("ema_model") is not None:
-            if self.ema is None:
-                self.ema = self.momentum_encoder()
-            self.ema.module.load_state_dict(state["ema_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.empty_epochs = state["epoch"], state["empty_epochs"]
-        self.best.update(state["best"])
-        restore_rng_state(state["rng"])
-        if dist.is_main():
-            save_config(self.cfg, self.run_dir / CONFIG)
-            log.info("resumed from %s at epoch %d", path, self.epoch)
-
-    def checkpoint_payload(self) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "epoch": self.epoch + 1,
-            "model": self.unwrapped.state_dict(),
-            "ema_model": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best": dict(self.best),
-            "empty_epochs": self.empty_epochs,
-            "metrics": dict(self.record),
-            "rng": capture_rng_state(),
-        }
+            self.parts.save_config(self.run_dir / CONFIG)
+        self.log_choices()
 
     # ----------------------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
         self.call_hooks("before_train")
-        while self.epoch < self.cfg.train.epochs:
+        while self.epoch < self.loop.epochs:
             self.run_epoch()
             self.epoch += 1
         self.call_hooks("after_train")
@@ -138,11 +102,11 @@ class Trainer(TrainingSession):
             getattr(hook, moment)(self, *args)
 
     def run_epoch(self) -> None:
-        cfg, epoch = self.cfg, self.epoch
-        seed_everything(epoch_seed(cfg.train.seed, epoch))
-        if cfg.train.schedule == "two_stage" and epoch == cfg.train.stage1_epochs and self.ema is None:
+        epoch = self.epoch
+        seed_everything(epoch_seed(self.loop.seed, epoch))
+        if self.loop.schedule == "two_stage" and epoch == self.loop.stage1_epochs and self.ema is None:
             self.start_stage_two()
-        self.record = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+        self.record, self.improved = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}, False
         self.call_hooks("before_epoch")
         start = time.time()
         features, ok = self.extract(self.unwrapped, self.dataset.train, f"extract train (epoch {epoch + 1})")
@@ -154,7 +118,7 @@ class Trainer(TrainingSession):
             self.skip_epoch(num_clusters)
         else:
             self.empty_epochs = 0
-            self.objective = self.objective_class.build(self.objective_context(features, labels))
+            self.objective = build_objective(self.parts.objective.objective, self.objective_context(features, labels))
             self.train_iterations(labels)
         self.scheduler.step()
         self.call_hooks("after_epoch")
@@ -162,46 +126,49 @@ class Trainer(TrainingSession):
     def skip_epoch(self, num_clusters: int) -> None:
         self.empty_epochs += 1
         self.record.update(loss=0.0, skipped=True)
-        name = self.cfg.pseudo_labels.labeler
-        found_by = "DBSCAN" if name == "jaccard_dbscan" else f"labeler {name}"
-        message = (f"epoch {self.epoch + 1}: {found_by} found {num_clusters} cluster(s) "
-                   f"(pseudo_labels.eps={self.cfg.pseudo_labels.eps}); training skipped this epoch")
-        if self.empty_epochs >= self.cfg.train.max_empty_epochs:
+        message = f"epoch {self.epoch + 1}: {self.labeler!r} found {num_clusters} cluster(s); training skipped this epoch"
+        if self.empty_epochs >= self.loop.max_empty_epochs:
             raise DmireidError(f"{message}; stopping after {self.empty_epochs} such epochs "
-                               f"(train.max_empty_epochs={self.cfg.train.max_empty_epochs}): try another eps")
+                               f"(train.max_empty_epochs={self.loop.max_empty_epochs}): try other pseudo_labels "
+                               f"settings")
         log.warning(message)
 
     def start_stage_two(self) -> None:
         """two_stage: best (or last) stage-1 weights, fresh optimiser and scheduler, momentum encoder."""
-        best = self.run_dir / BEST_CHECKPOINT
-        if self.cfg.train.stage2_init == "best" and best.exists():
-            self.unwrapped.load_state_dict(load_checkpoint(best, map_location=self.device)["model"])
-            log.info("stage 2: starting from the best stage-1 weights %s (chosen on the test set: "
-                     "train.stage2_init=best)", best)
+        if dist.main_decides(self.stage2_start is not None, self.device):  # rank 0 evaluated; it shares θ
+            if dist.is_main():
+                self.unwrapped.load_state_dict(self.stage2_start)
+            for tensor in self.unwrapped.state_dict().values():
+                dist.broadcast(tensor)
+            log.info("stage 2: starting from the best stage-1 weights (epoch %d, chosen on the test set: "
+                     "train.stage2_init=best)", self.best["epoch"] + 1)
         else:
-            log.info("stage 2: starting from the last stage-1 weights")
-        self.optimizer, self.scheduler = self.make_optimizer()
+            log.info("stage 2: starting from the last stage-1 weights%s", "" if self.loop.stage2_init == "last"
+                     else " (no stage-1 epoch was evaluated)")
+        self.stage2_start = None
+        self.optimizer, self.scheduler = self.parts.optimizer(self.model.parameters())
         if self.uses_momentum_encoder(self.epoch):
             self.ema = self.momentum_encoder()
 
     # ----------------------------------------------------------------------------- pseudo labels
     def pseudo_labels(self, features: torch.Tensor, ok: np.ndarray) -> np.ndarray:
-        """The labeler on readable images (rank 0 unless collective, then broadcast); unreadable → -1."""
+        """The labeler on readable images; unreadable → -1. A collective labeler runs on every rank
+        and shares its labels itself; any other runs on rank 0 and its labels are broadcast here."""
         n_bad = int((~ok).sum())
         if n_bad:
             first = self.dataset.train[int(np.flatnonzero(~ok)[0])][0]
-            if self.cfg.data.corrupt_images == "stop":
+            if self.loop.corrupt_images == "stop":
                 raise DmireidError(f"unreadable training image {first} ({n_bad} in all; "
                                    f"data.corrupt_images=skip leaves them out)")
             log.warning("%d unreadable training image(s) left out this epoch, e.g. %s", n_bad, first)
         labels = np.full(len(ok), -1, dtype=np.int64)
         true, cameras = self.train_identities, self.train_cameras
-        if dist.is_main() or getattr(self.labeler, "collective", False):
+        collective = getattr(self.labeler, "collective", False)
+        if dist.is_main() or collective:
             good = np.flatnonzero(ok)
-            found = call_labeler(self.labeler, features[good], cameras=cameras[good], identities=true[good])
-            if dist.is_main():
-                labels[good] = found
-        labels = dist.broadcast(torch.from_numpy(labels).to(self.device)).cpu().numpy()
+            labels[good] = call_labeler(self.labeler, features[good], cameras=cameras[good], identities=true[good])
+        if not collective:
+            labels = dist.broadcast(torch.from_numpy(labels).to(self.device)).cpu().numpy()
         num_clusters = int(labels.max()) + 1 if labels.size else 0
         self.record.update(num_clusters=num_clusters, num_outliers=int((labels[ok] < 0).sum()), num_unreadable=n_bad)
         if num_clusters >= 1 and (true >= 0).all():
@@ -214,21 +181,23 @@ class Trainer(TrainingSession):
         def embed_momentum(rows: np.ndarray) -> torch.Tensor:
             return self.extract(self.ema.module, [self.dataset.train[i] for i in rows], "extract θ' instances")[0]
 
+        spec = self.parts.objective
         return ObjectiveContext(features=features, labels=torch.from_numpy(labels),
                                 cameras=torch.from_numpy(self.train_cameras), epoch=self.epoch,
-                                stage=self.stage(self.epoch), seed=epoch_seed(self.cfg.train.seed, self.epoch),
-                                device=self.device, settings=self.cfg.memory, options=self.cfg.objective_options,
+                                stage=self.loop.stage(self.epoch), seed=epoch_seed(self.loop.seed, self.epoch),
+                                device=self.device, settings=spec.settings, options=spec.options,
                                 embed_momentum=embed_momentum if self.ema is not None else None)
 
     # ----------------------------------------------------------------------------- iterations
     def train_iterations(self, labels: np.ndarray) -> None:
         self.model.train()
         if self.ema is not None:
-            self.ema.module.train(self.cfg.memory.ema_forward == "train")
+            self.ema.module.train(self.loop.momentum_forward == "train")
         labels_t, cameras_t = torch.from_numpy(labels), torch.from_numpy(self.train_cameras)
-        loader = train_loader(self.cfg, self.dataset.train, labels, self.epoch,
-                              epoch_seed(self.cfg.train.seed, self.epoch), self.rank, self.world_size,
-                              pin_memory=self.device.type == "cuda")
+        sampler = self.parts.sampler(labels, self.train_cameras, self.epoch, self.rank, self.world_size)
+        loader = train_loader(sampler, self.parts.train_images(self.dataset.train),
+                              epoch_seed(self.loop.seed, self.epoch), self.loop.batch_size, self.rank,
+                              self.loop.num_workers, pin_memory=self.device.type == "cuda")
         losses, terms_sum, n_images, start = [], {}, 0, None
         for iteration, (images, index, ok) in enumerate(loader):
             if not bool(ok.all()):
@@ -246,7 +215,7 @@ class Trainer(TrainingSession):
                 start = time.time()
             else:
                 n_images += len(y)
-            if (iteration + 1) % self.log_every == 0 or iteration + 1 == self.cfg.train.iters:
+            if (iteration + 1) % self.log_every == 0 or iteration + 1 == self.loop.iters:
                 self.last_logged_loss = float(losses[-1])
             self.call_hooks("after_iter", iteration + 1)
         elapsed = time.time() - start if start is not None else 0.0
@@ -260,7 +229,7 @@ class Trainer(TrainingSession):
         with self.autocast():
             f = self.model(images).float()  # B×d, unit rows
         f_momentum = None
-        if self.ema is not None and (self.objective.needs_momentum_features or self.cfg.memory.ema_forward == "train"):
+        if self.ema is not None and (self.objective.needs_momentum_features or self.loop.momentum_forward == "train"):
             with torch.no_grad(), self.autocast():  # train mode: moves θ''s BN running statistics
                 f_momentum = self.ema.module(images).float()
         with_cameras = {"cameras": cameras} if self.objective.needs_cameras else {}
@@ -286,9 +255,10 @@ class Trainer(TrainingSession):
 
 
 def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
-          hooks: list[Hook] | None = None) -> dict[str, Any]:
+          hooks: list[Hook] | None = None, *, default_hooks: bool = True) -> dict[str, Any]:
     """Train with ``cfg``; resumes from ``resume`` (a run folder or checkpoint) or ``output_dir/last.pt``.
 
+    ``hooks`` are added to the default ones (``default_hooks=False``: ``hooks`` only), see :class:`Trainer`.
     Returns ``{"last": metrics of the last epoch, "best_on_test": {...}, "run_dir": str}``.
     """
     resume_path = None
@@ -298,7 +268,7 @@ def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
             resume_path = resume_path / LAST_CHECKPOINT
         if not resume_path.exists():
             raise DmireidError(f"--resume {resume}: no checkpoint {LAST_CHECKPOINT} there")
-    trainer = Trainer(cfg, hooks=hooks, progress=progress)
+    trainer = Trainer(cfg, hooks=hooks, progress=progress, default_hooks=default_hooks)
     try:
         trainer.setup(resume_from=resume_path)
         return trainer.run()

@@ -1,6 +1,8 @@
 """Using a model, apart from training: extraction, search, grouping, export, evaluation, reports.
 
-Imports no trainer (``import dmireid.inference`` leaves :mod:`dmireid.engine` unloaded).
+Imports no trainer (``import dmireid.inference`` leaves :mod:`dmireid.engine` unloaded) and no
+plug-in: a checkpoint is parsed, never run (a backbone from a plug-in: import it first, as the
+commands' ``--plugins`` does). A checkpoint's model is built by :func:`dmireid.build.model`.
 
 - :func:`extract_features` — the one extraction loop (eval mode, no grad, unit rows) on
   ``(path, pid, camid)`` samples: what training and evaluation call; :func:`extract_from_dataset`
@@ -20,7 +22,7 @@ from .extractor import EmbeddedFiles, FeatureExtractor, embed_files, skipped_not
 from .identity_groups import (GroupingResult, cluster_folder, group_features, renumber_by_size,
                               write_clusters_csv, write_contact_sheets)
 from .inputs import IMAGE_EXTENSIONS, ImageItems, collect_image_paths
-from .loading import ENCODERS, infer_resnet_arch, load_encoder, model_from_config, pick_encoder
+from .loading import ENCODERS, infer_resnet_arch, load_encoder, pick_encoder
 from .query_gallery import evaluate_model
 from .report import Report, resolve_run, visualize_run
 from .search import SearchResult, check_compatible, load_features, save_features, search
@@ -29,7 +31,7 @@ __all__ = [
     "extract_features", "extract_from_dataset", "embed_batch", "ON_UNREADABLE",
     "FeatureExtractor", "EmbeddedFiles", "embed_files", "skipped_note", "collect_image_paths", "ImageItems",
     "IMAGE_EXTENSIONS",
-    "load_encoder", "pick_encoder", "model_from_config", "infer_resnet_arch", "ENCODERS",
+    "load_encoder", "pick_encoder", "infer_resnet_arch", "ENCODERS",
     "evaluate_model",
     "search", "SearchResult", "save_features", "load_features", "check_compatible",
     "cluster_folder", "group_features", "renumber_by_size", "GroupingResult", "write_clusters_csv",

@@ -144,7 +144,7 @@ def extract_features(
     width: int,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    num_workers: int = 4,
     amp: bool | torch.dtype | None = False,
     channels_last: bool = False,
     progress: bool = True,

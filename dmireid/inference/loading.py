@@ -5,8 +5,11 @@
 Three kinds of files load:
 
 - a dmireid checkpoint (``{"config", "model", "ema_model", ...}``): the model its saved config
-  describes (old configs are mapped by :func:`dmireid.config.load_config`), with the momentum
-  encoder (``ema_model``) by default when present, the online one (``model``) otherwise;
+  describes (:func:`dmireid.build.model`; old configs are mapped by
+  :func:`dmireid.config.config_from_dict`), with the momentum encoder (``ema_model``) by default
+  when present, the online one (``model``) otherwise. Reading it is parsing: no plug-in is
+  imported; a backbone that a plug-in registered needs that plug-in imported first (one line
+  naming it), an objective or labeler of a plug-in is never needed;
 - a plain torchvision ResNet state_dict (``conv1.weight``, ``layer1.0...``, ``fc.*``): the ReID model
   of spec §2 (last stride 1, GeM, fresh BN neck) on that backbone at 256×128 — the model training
   starts from. Such a file holds no config, so the architecture is read off its keys
@@ -16,29 +19,21 @@ Three kinds of files load:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
-from typing import Any
 
 import torch
 
-from ..config import load_config
+from .. import build
+from ..config import config_from_dict
 from ..errors import DmireidError
-from ..models import build_model, build_model_from_config
-from ..models.weights import first_mismatch
+from ..models import build_model
+from ..models.weights import load_state_strict, unwrap_state
 
 log = logging.getLogger(__name__)
 
 ENCODERS = ("online", "momentum")
 DEFAULT_SIZE = (256, 128)
-
-
-def model_from_config(model_cfg: Any, input_size: tuple[int, int] | None = None, **changes) -> torch.nn.Module:
-    """:func:`dmireid.models.build_model_from_config` of a config's ``model`` section, ``changes``
-    replacing its fields (e.g. ``pretrained=None``); ``input_size`` (H, W) sizes a ViT's position grid."""
-    return build_model_from_config(dataclasses.replace(model_cfg, **changes) if changes else model_cfg,
-                                   input_size=input_size)
 
 
 def pick_encoder(state: dict, encoder: str | None, source: str) -> tuple[str, dict]:
@@ -67,25 +62,18 @@ def infer_resnet_arch(state: dict, prefix: str = "") -> str:
 
 
 def load_weights(module: torch.nn.Module, weights: dict, source: str) -> None:
-    """Strict load (files older than torch 0.4.1 may lack ``num_batches_tracked``); any key or shape
-    difference is one line naming the first mismatched key (:func:`dmireid.models.weights.first_mismatch`)."""
-    problem = first_mismatch(module.state_dict(), weights)
-    if problem:
-        raise DmireidError(f"{source}: the weights do not fit the model ({problem})")
-    module.load_state_dict(weights, strict=False)
+    """Strict load (:func:`dmireid.models.weights.load_state_strict`; files older than torch 0.4.1 may
+    lack ``num_batches_tracked``): any key or shape difference is one line naming the first mismatched key."""
+    load_state_strict(module, weights, source, "the model")
 
 
-def _unwrap_state(state: dict) -> dict:
-    for key in ("state_dict", "model"):
-        if isinstance(state.get(key), dict) and "config" not in state:
-            state = state[key]
-    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def _is_tensor_dict(state: Any) -> bool:
-    return isinstance(state, dict) and bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+def _unwrap_state(state: dict) -> dict | None:
+    if "config" in state:
+        return None
+    try:
+        return unwrap_state(state, "weights", backbone_only=False)
+    except DmireidError:
+        return None
 
 
 def _arch(weights: dict, source: str, prefix: str = "") -> str:
@@ -106,9 +94,9 @@ def load_encoder(state: dict, encoder: str | None = None, source: str = "checkpo
     if "config" in state and ("model" in state or "ema_model" in state):
         return _load_dmireid(state, encoder, source)
     weights = _unwrap_state(state)
-    if _is_tensor_dict(weights) and any(k.startswith("layer1.") for k in weights):
+    if weights and any(k.startswith("layer1.") for k in weights):
         return _load_torchvision(weights, encoder, source)
-    if _is_tensor_dict(weights) and any(k.startswith("backbone.layer1.") for k in weights):
+    if weights and any(k.startswith("backbone.layer1.") for k in weights):
         return _load_reid_state(weights, encoder, source)
     raise DmireidError(f"{source} is neither a dmireid checkpoint nor a torchvision ResNet state_dict")
 
@@ -117,7 +105,7 @@ def _load_torchvision(weights: dict, encoder: str | None, source: str):
     if encoder == "momentum":
         raise DmireidError(f"{source} is a plain ResNet weight file and holds no momentum encoder")
     arch = _arch(weights, source)
-    model = build_model(arch)
+    model = build_model(arch, bn_group_size=0)
     load_weights(model.backbone, {k: v for k, v in weights.items() if not k.startswith("fc.")}, source)
     log.info("%s: torchvision %s weights, GeM pooling, fresh BN neck, %dx%d", source, arch, *DEFAULT_SIZE)
     return model.eval(), "online", None, DEFAULT_SIZE
@@ -126,19 +114,20 @@ def _load_torchvision(weights: dict, encoder: str | None, source: str):
 def _load_reid_state(weights: dict, encoder: str | None, source: str):
     if encoder == "momentum":
         raise DmireidError(f"{source} is a bare model state_dict and holds no momentum encoder")
-    model = build_model(_arch(weights, source, "backbone."), pooling="gem" if "pool.p" in weights else "avg")
+    model = build_model(_arch(weights, source, "backbone."), pooling="gem" if "pool.p" in weights else "avg",
+                        bn_group_size=0)
     load_weights(model, weights, source)
     return model.eval(), "online", None, DEFAULT_SIZE
 
 
 def _load_dmireid(state: dict, encoder: str | None, source: str):
     try:
-        cfg = load_config(base=state["config"])
+        cfg = config_from_dict(state["config"])  # parsing: no plug-in imported, no objective needed
+        encoder, weights = pick_encoder(state, encoder, source)
+        # the checkpoint holds every weight (no download or file needed); eval mode uses running
+        # statistics, so ghost BatchNorm groups make no difference
+        model = build.model(cfg, for_inference=True)
     except DmireidError as exc:
         raise DmireidError(f"{source}: {exc}") from None
-    encoder, weights = pick_encoder(state, encoder, source)
-    # the checkpoint holds every weight (no download or file needed); eval mode uses running
-    # statistics, so ghost BatchNorm groups make no difference
-    model = model_from_config(cfg.model, (cfg.data.height, cfg.data.width), pretrained=None, bn_group_size=0)
     load_weights(model, weights, source)
-    return model.eval(), encoder, cfg, (cfg.data.height, cfg.data.width)
+    return model.eval(), encoder, cfg, build.input_size(cfg)

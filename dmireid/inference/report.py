@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import build
 from ..data import load_dataset
 from ..errors import DmireidError
 from ..evaluation.visualize import plot_training_curves, select_queries, visualize_rank_lists
@@ -54,15 +55,13 @@ def visualize_run(run_or_checkpoint: str | Path, out_dir: str | Path, dataset: s
     """
     checkpoint, metrics = resolve_run(run_or_checkpoint)
     extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, encoder=encoder)
-    cfg = extractor.config
-    name = dataset or (cfg.data.name if cfg else None)
-    if name is None:
+    if extractor.config is not None:
+        data = build.dataset(extractor.config, name=dataset, root=root)  # the checkpoint's, unless named
+    elif dataset is None:
         raise DmireidError(f"{checkpoint} holds no config: give the dataset name and root")
-    if cfg is not None and name == cfg.data.name:
-        options, root = dict(cfg.data.options), root or cfg.data.root
     else:
-        options = {}
-    data = load_dataset(name, root, **options)
+        data = load_dataset(dataset, root)
+    name = data.name
     if not data.query or not data.gallery:
         raise DmireidError(f"dataset {name} at {data.root} has no query/gallery images to rank")
     out_dir = Path(out_dir)

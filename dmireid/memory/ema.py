@@ -24,16 +24,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
 class MomentumEncoder(nn.Module):
     """A frozen deep copy ``.module`` of ``model`` updated as θ' <- α·θ' + (1-α)·θ.
 
-    ``update(model)`` applies the EMA to every parameter and, with ``buffers=True`` (default),
-    to every floating-point buffer (BN running_mean/var) while integer buffers
-    (num_batches_tracked) are copied. With ``buffers=False`` only the parameters are averaged
-    and the copy's buffers are left alone: they move only through its own train-mode forwards
-    (see :meth:`embed`), the unofficial DMI code's rule (Trangle12/DCMIP
+    ``update(model)`` applies the EMA to every parameter and, with ``buffers=True``, to every
+    floating-point buffer (BN running_mean/var) while integer buffers (num_batches_tracked) are
+    copied. With ``buffers=False`` (default, ``memory.ema_buffers``) only the parameters are
+    averaged and the copy's buffers are left alone: they move only through its own train-mode
+    forwards (see :meth:`embed`), the unofficial DMI code's rule (Trangle12/DCMIP
     ``ClusterContrastTrainer_PCLMP._update_ema_variables``). Vectorised with ``torch._foreach_*``.
     The copy has requires_grad False and starts in eval mode. Its state_dict is ``module.*``.
     """
 
-    def __init__(self, model: nn.Module, alpha: float = 0.999, buffers: bool = True):
+    def __init__(self, model: nn.Module, alpha: float = 0.999, buffers: bool = False):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"EMA alpha must be in [0, 1], got {alpha}")

@@ -18,7 +18,8 @@ from torch import nn
 from ..errors import DmireidError
 from ._grouping import BatchGroups, as_labels, group_batch
 
-UPDATE_RULES = ("sequential", "hard", "mean")
+UPDATE_RULES = ("sequential", "hard", "mean")  # the one list of proxy update rules (config keys use it)
+DCP_MARGINS = (0.2, 0.0)  # DiscrepantProxies' default margins (the recipe's, = memory.dcp_margins)
 
 
 def cluster_centroids(features: torch.Tensor, labels) -> torch.Tensor:
@@ -144,7 +145,8 @@ class ClusterProxies(nn.Module):
 
 class DiscrepantProxies(nn.Module):
     """M proxy sets (``.sets``, an nn.ModuleList of :class:`ClusterProxies`), all initialised with
-    the centroids, each with its own update rule (default [hard, mean]).
+    the centroids, each with its own update rule (default [hard, mean], margins [0.2, 0.0]: the
+    recipe, ``memory.dcp_updates`` / ``memory.dcp_margins``).
 
     loss = (1/M) Σ_m max(0, CE_m - margin_m), CE_m = CE(f·P_mᵀ/τ, y), one margin per set in
     ``updates`` order (margin 0 = the plain CE term, no hinge). The unofficial DMI code
@@ -156,8 +158,8 @@ class DiscrepantProxies(nn.Module):
     """
 
     def __init__(self, centroids: torch.Tensor, updates: Sequence[str] = ("hard", "mean"),
-                 momentum: float = 0.1, temperature: float = 0.05, margins: Sequence[float] | None = None,
-                 *, margin: float | None = None):
+                 momentum: float = 0.1, temperature: float = 0.05,
+                 margins: Sequence[float] | None = DCP_MARGINS, *, margin: float | None = None):
         super().__init__()
         updates = tuple(updates)
         if not updates:
@@ -195,7 +197,7 @@ class DiscrepantProxies(nn.Module):
 def _margins_per_set(updates: tuple[str, ...], margins, margin) -> tuple[float, ...]:
     """One non-negative margin per set; ``margin`` (deprecated) applies to the ``hard`` sets."""
     if margin is not None:
-        if margins is not None:
+        if margins is not None and margins is not DCP_MARGINS:
             raise DmireidError("DiscrepantProxies: give margins (one per set) or the deprecated margin, not both")
         warnings.warn("DiscrepantProxies(margin=...) is deprecated: use margins=[one per set] "
                       "(margin applies to the hard sets only)", DeprecationWarning, stacklevel=3)

@@ -23,12 +23,13 @@ straight into the BN neck (a ViT's CLS token). ``pretrained`` is already normali
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
 
 from ..errors import DmireidError
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 BackboneFactory = Callable[..., nn.Module]
 
@@ -43,6 +44,24 @@ def register_backbone(name: str, factory: BackboneFactory | None = None, *, over
     Usable as ``register_backbone(name, factory)`` or as a decorator ``@register_backbone(name)``.
     """
     return BACKBONES.register(name, factory, overwrite=overwrite)
+
+
+# what build_model passes to every backbone factory, and the config key each comes from
+FACTORY_ARGUMENTS = {"name": "model.arch", "pretrained": "model.pretrained", "last_stride": "model.last_stride"}
+
+
+def check_backbone_options(arch: str, options: dict) -> None:
+    """``model.options`` against the factory of ``arch`` (unknown, ill-typed, missing: one line)."""
+    registered, factory = BACKBONES.lookup(arch)
+    check_options(factory, options, kind="backbone", name=arch, key="model.options", given=FACTORY_ARGUMENTS)
+
+
+def takes_option(arch: str, option: str) -> bool:
+    """Whether the factory of ``arch`` names ``option`` as a parameter (e.g. a ViT's ``img_size``)."""
+    try:
+        return option in inspect.signature(BACKBONES.get(arch)).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_backbone(backbone, arch: str) -> nn.Module:

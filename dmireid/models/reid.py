@@ -7,18 +7,16 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DmireidError
-from ..registry import call_with_options
-from .backbones import BACKBONES, check_backbone
+from .backbones import BACKBONES, check_backbone, check_backbone_options
 from .ghost_bn import set_bn_group_size
 from .pooling import GeM
 from .weights import load_file_strict, normalise_pretrained
@@ -73,7 +71,7 @@ def build_model(
     pooling: str = "gem",
     gem_p: float = 3.0,
     last_stride: int = 1,
-    bn_group_size: int = 0,
+    bn_group_size: int = 64,
     **backbone_options: Any,
 ) -> ReIDModel:
     """Build the ReID model of spec §2 around the backbone registered as ``arch``.
@@ -86,15 +84,16 @@ def build_model(
         torch hub cache, downloaded when absent, else a one-line error naming file, size, folder.
     pooling: ``gem`` (trainable p, initial ``gem_p``) or ``avg``; unused for vector backbones.
     last_stride: 1 (16×8 map at 256×128) or 2 (the ImageNet 8×4).
-    bn_group_size: ghost BatchNorm group (0 = whole batch), see :mod:`dmireid.models.ghost_bn`.
+    bn_group_size: ghost BatchNorm group (0 = whole batch), see :mod:`dmireid.models.ghost_bn`;
+        a batch of at most this many images is plain BatchNorm (eval mode: always).
     backbone_options: keyword options of the backbone's factory (``model.options``), e.g.
         ``img_size=[256, 128], token_pool="cls"`` for a timm ViT; unknown ones: one-line error.
     """
     registered, factory = BACKBONES.lookup(arch)
     _check_settings(pooling, last_stride)
+    check_backbone_options(arch, backbone_options)
     weights = normalise_pretrained(pretrained)
-    backbone = call_with_options(factory, dict(backbone_options), f"model.options for model.arch={arch}",
-                                 name=arch, pretrained=weights, last_stride=last_stride)
+    backbone = factory(name=arch, pretrained=weights, last_stride=last_stride, **backbone_options)
     check_backbone(backbone, arch)
     if getattr(backbone, "output_kind", "map") == "vector":
         pool: nn.Module = nn.Identity()
@@ -105,31 +104,6 @@ def build_model(
     if bn_group_size:
         set_bn_group_size(model, bn_group_size)
     return model
-
-
-def _accepts(factory, option: str) -> bool:
-    try:
-        return option in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def build_model_from_config(model_cfg, input_size: tuple[int, int] | None = None) -> ReIDModel:
-    """:func:`build_model` from a ``cfg.model``-like object (duck-typed: arch, pretrained, pooling,
-    gem_p, last_stride, bn_group_size and, when present, ``options``: a mapping of backbone options).
-
-    input_size: the (height, width) the data gives; passed as the ``img_size`` option to a backbone
-    factory that takes one (timm ViTs) unless ``options`` sets it.
-    """
-    given = getattr(model_cfg, "options", None) or {}
-    if not isinstance(given, Mapping):
-        raise DmireidError(f"model.options must be a mapping, got {type(given).__name__}")
-    options: dict[str, Any] = dict(given)
-    if input_size is not None and "img_size" not in options and _accepts(BACKBONES.get(model_cfg.arch), "img_size"):
-        options["img_size"] = [int(input_size[0]), int(input_size[1])]
-    return build_model(model_cfg.arch, pretrained=model_cfg.pretrained, pooling=model_cfg.pooling,
-                       gem_p=model_cfg.gem_p, last_stride=model_cfg.last_stride,
-                       bn_group_size=model_cfg.bn_group_size, **options)
 
 
 def load_pretrained(model_or_backbone: nn.Module, path: str | Path) -> None:

@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import DmireidError
 from .backbones import register_backbone
 from .ghost_bn import GhostBatchNormMixin, register_ghost_class
-from .weights import Pretrained, first_mismatch, unwrap_state
+from .weights import Pretrained, load_state_strict, unwrap_state
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +195,7 @@ def load_timm_file(body: nn.Module, path: str | Path, arch: str, pos_embed_grid=
     heads = body.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     state = {k: v for k, v in state.items() if k in expected or not k.startswith(tuple(h + "." for h in heads))}
-    problem = first_mismatch(expected, state)
-    if problem:
-        raise DmireidError(f"{what} does not match the {arch} backbone: {problem}")
-    body.load_state_dict(state, strict=False)
+    load_state_strict(body, state, what, f"the {arch} backbone")
     log.info("loaded %s backbone weights from %s", arch, path)
 
 

@@ -2,7 +2,7 @@
 
     normalise_pretrained("None") -> None; ("ImageNet") -> "imagenet"; ("w.pth") -> Path("w.pth")
     state = read_weight_file(path)                       # torch.save file -> {key: tensor}
-    load_state_strict(backbone, state, "pretrained weight file w.pth", "resnet50")
+    load_state_strict(backbone, state, "pretrained weight file w.pth", "the resnet50 backbone")
     path = hub_weight_file(url, size_mb, "model.pretrained=imagenet")  # torch hub cache / download
 
 Every failure is a one-line :class:`~dmireid.errors.DmireidError` naming the file or setting.
@@ -59,11 +59,11 @@ def read_weight_file(path: str | Path) -> dict:
         raise DmireidError(f"pretrained weight file {path}: not a readable torch state_dict ({_first_line(exc)})") from None
 
 
-def unwrap_state(state, what: str) -> dict[str, torch.Tensor]:
+def unwrap_state(state, what: str, backbone_only: bool = True) -> dict[str, torch.Tensor]:
     """The tensor dict inside a checkpoint: ``{"state_dict"|"model": …}`` unwrapped, ``module.`` dropped.
 
-    A dmireid ReIDModel state_dict (``backbone.*``, ``pool.p``, ``neck.*``) and a DINO-style
-    ``backbone.*``/``head.*`` dict both give their ``backbone.*`` entries, prefix removed.
+    ``backbone_only``: a dmireid ReIDModel state_dict (``backbone.*``, ``pool.p``, ``neck.*``) and a
+    DINO-style ``backbone.*``/``head.*`` dict both give their ``backbone.*`` entries, prefix removed.
     """
     for key in _WRAPPERS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -73,7 +73,7 @@ def unwrap_state(state, what: str) -> dict[str, torch.Tensor]:
     state = dict(state)
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith("backbone.") for k in state):
+    if backbone_only and any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     return state
 
@@ -104,10 +104,11 @@ def first_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, tor
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, name: str) -> None:
-    """Load ``state`` into ``module`` in place; any key or shape difference is a one-line error."""
+    """Load ``state`` into ``module`` in place (the one strict loader: backbones, checkpoints); any key
+    or shape difference is a one-line error: ``{what} does not match {name}: first mismatched key …``."""
     problem = first_mismatch(module.state_dict(), state)
     if problem:
-        raise DmireidError(f"{what} does not match the {name} backbone: {problem}")
+        raise DmireidError(f"{what} does not match {name}: {problem}")
     module.load_state_dict(state, strict=False)
 
 
@@ -116,7 +117,7 @@ def load_file_strict(module: nn.Module, path: str | Path, name: str, drop_prefix
     what = f"pretrained weight file {path}"
     state = unwrap_state(read_weight_file(path), what)
     state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
-    load_state_strict(module, state, what, name)
+    load_state_strict(module, state, what, f"the {name} backbone")
     log.info("loaded %s backbone weights from %s", name, path)
 
 

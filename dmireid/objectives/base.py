@@ -9,7 +9,11 @@ of each batch and hands it each step's features for its memory updates:
     objective.update(f_all, f_momentum_all, y_all)  # after the optimiser step, no grad, all ranks' rows
 
 Register a class with :func:`register_objective` and select it with ``method=NAME``; its own
-settings come from ``objective_options`` (``context.options``).
+settings are the keyword parameters of its ``build`` (``objective_options`` fills them, checked
+against that signature when the config is read; ``context.options`` holds the same mapping):
+
+    @classmethod
+    def build(cls, context, smoothing: float = 0.1): ...   # objective_options.smoothing=0.2
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..registry import Registry
+from ..registry import Registry, check_options
 
 OBJECTIVES: Registry = Registry("objective", "method")
 
@@ -83,7 +87,8 @@ class Objective(nn.Module):
 
     @classmethod
     def build(cls, context: ObjectiveContext) -> "Objective":
-        """The objective of one epoch (override)."""
+        """The objective of one epoch (override); keyword parameters after ``context`` are the
+        objective's options (``objective_options``)."""
         raise NotImplementedError
 
     def loss(self, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -103,3 +108,14 @@ def register_objective(name: str, objective: type[Objective] | None = None, *, o
 def get_objective(name: str) -> type[Objective]:
     """The objective class registered as ``name`` (one-line error naming ``method`` otherwise)."""
     return OBJECTIVES.get(name)
+
+
+def check_objective_options(name: str, options: dict) -> None:
+    """``objective_options`` against the ``build`` signature of objective ``name`` (one line naming the key)."""
+    check_options(get_objective(name).build, options, kind="objective", name=name, key="objective_options",
+                  positional=1)
+
+
+def build_objective(objective: type[Objective], context: ObjectiveContext) -> Objective:
+    """``objective.build(context, **context.options)``: this epoch's objective with its options."""
+    return objective.build(context, **context.options)

@@ -26,7 +26,7 @@ class DMI(Objective):
     """``method=dmi``: DCP always; MIP in stage 2 (every epoch with ``train.schedule=single``)."""
 
     def __init__(self, dcp: DiscrepantProxies, mip: MultiInstanceProxies | None = None, mip_weight: float = 1.0,
-                 mip_source: str = "momentum", generator: torch.Generator | None = None,
+                 mip_source: str = "online", generator: torch.Generator | None = None,
                  camera: CameraTerms | None = None):
         super().__init__()
         self.dcp, self.mip = dcp, mip

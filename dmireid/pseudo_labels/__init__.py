@@ -12,6 +12,7 @@ Public API (contract, see docs/architecture.md)::
     JaccardDBSCAN(k1, k2, eps, min_samples, knn_backend, progress, device)(features) -> labels  # collective
     GroundTruthLabeler()(features, identities) -> the true ids renumbered (the ceiling of any labeler)
     build_labeler(name, options, **settings) ; register_labeler(name, factory) ; LABELERS
+    check_labeler_options(name, options) ; check_eps(eps)   # the option check and the one eps range
     call_labeler(labeler, features, cameras, identities)   # passes the keywords the labeler names
     InfomapLabeler(k=15, min_sim=0.5, outlier_size=4)(features) -> labels   # Cluster Contrast's InfoMap
     camera_jaccard_distance(features, cameras, k1_intra, k1_inter, k2_intra, k2_inter, max_distance)
@@ -35,14 +36,14 @@ Decisions (documented in the modules):
 """
 
 from dmireid.pseudo_labels.camera_jaccard import camera_jaccard_distance
-from dmireid.pseudo_labels.clustering import camera_spread, cluster, label_quality
+from dmireid.pseudo_labels.clustering import camera_spread, check_eps, cluster, label_quality
 from dmireid.pseudo_labels.infomap import InfomapLabeler
 from dmireid.pseudo_labels.jaccard import jaccard_distance
 from dmireid.pseudo_labels.ground_truth import GroundTruthLabeler
 from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, build_labeler, call_labeler,
-                                           camera_balance_settings, register_labeler)
+                                           check_labeler_options, register_labeler)
 from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
 __all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
            "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS", "InfomapLabeler",
-           "camera_jaccard_distance", "camera_spread", "camera_balance_settings"]
+           "camera_jaccard_distance", "camera_spread", "check_labeler_options", "check_eps"]

@@ -28,6 +28,19 @@ def _neighbour_graph(graph: sp.csr_matrix, eps: float) -> sp.csr_matrix:
     return sp.csr_matrix((data[order], cols[order], indptr), shape=graph.shape)
 
 
+def check_eps(eps: float, what: str = "pseudo_labels.eps") -> float:
+    """The one range of a labeler's ``eps``: in (0, 1), because a pair absent from the sparse Jaccard
+    graph has distance 1 (it must never be a neighbour); one-line error naming ``what``."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise DmireidError(f"{what} must be a number in (0, 1), got {eps!r}") from None
+    if not 0.0 < value < 1.0:  # also NaN
+        raise DmireidError(f"{what} must be in (0, 1), i.e. > 0 and < 1 (absent pairs of the sparse "
+                           f"Jaccard graph have distance 1), got {eps}")
+    return value
+
+
 def cluster(distance, eps: float, min_samples: int = 4) -> np.ndarray:
     """DBSCAN (``metric="precomputed"``) labels of a distance matrix.
 
@@ -57,10 +70,7 @@ def cluster(distance, eps: float, min_samples: int = 4) -> np.ndarray:
         raise DmireidError(f"cluster: eps must be > 0, got {eps}")
     if sp.issparse(distance):
         graph = sp.csr_matrix(distance)
-        if eps >= 1.0:
-            raise DmireidError(
-                f"cluster: eps={eps} must be < 1 for a sparse Jaccard graph (absent pairs have distance 1)"
-            )
+        check_eps(eps, "cluster: eps")
         if graph.nnz and (not np.isfinite(graph.data).all() or graph.data.min() < 0):
             raise DmireidError("cluster: distances must be finite and non-negative")
         graph = _neighbour_graph(graph, eps)

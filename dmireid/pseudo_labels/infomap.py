@@ -17,8 +17,9 @@ The kNN search is :func:`dmireid.pseudo_labels.sharded.knn` (N×k lists, no dens
 
 from __future__ import annotations
 
-import logging
 import warnings
+
+import logging
 
 import numpy as np
 import torch
@@ -62,8 +63,8 @@ def infomap_modules(sources: np.ndarray, targets: np.ndarray, weights: np.ndarra
     for s, t, w in zip(sources.tolist(), targets.tolist(), weights.tolist()):
         im.add_link(s, t, w)
     im.run()
-    with warnings.catch_warnings():  # get_modules: a plain dict. The newer Result.modules() walks a SWIG
-        warnings.simplefilter("ignore")  # iterator that crashes (SIGSEGV) once faiss's SWIG module is loaded
+    with warnings.catch_warnings():  # get_modules is deprecated in infomap 2.x, but Result.modules() walks a
+        warnings.simplefilter("ignore")  # SWIG iterator that crashes the process once faiss (also SWIG) is loaded
         found = im.get_modules()
     nodes = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
     modules[nodes] = np.fromiter(found.values(), dtype=np.int64, count=len(found))

@@ -24,9 +24,9 @@ import torch
 
 from .. import distributed as dist
 from ..errors import DmireidError
-from ..registry import Registry, call_with_options
+from ..registry import Registry, check_options
 from .camera_jaccard import camera_jaccard_distance
-from .clustering import cluster
+from .clustering import check_eps, cluster
 from .ground_truth import GroundTruthLabeler
 from .infomap import InfomapLabeler
 from .jaccard import jaccard_distance
@@ -44,11 +44,19 @@ class Labeler(Protocol):
     def __call__(self, features: torch.Tensor) -> np.ndarray: ...
 
 
+# the settings a labeler factory gets when it names them, and the config key of each
+SETTINGS = {**{key: f"pseudo_labels.{key}" for key in ("k1", "k2", "eps", "min_samples", "knn_backend",
+                                                        "camera_balance", "k1_intra", "k1_inter", "k2_intra",
+                                                        "k2_inter")},
+            "progress": "the progress setting", "device": "the run's device"}
+
+
 def register_labeler(name: str, factory=None, *, overwrite: bool = False):
     """Register a labeler class/factory under ``name`` (also usable as ``@register_labeler(name)``).
 
-    The factory is called with the ``pseudo_labels`` settings it accepts by name (``k1``, ``k2``,
-    ``eps``, ``min_samples``, ``knn_backend``, ``progress``) plus ``pseudo_labels.options``.
+    The factory is called with the ``pseudo_labels`` settings it accepts by name (:data:`SETTINGS`:
+    ``k1``, ``k2``, ``eps``, ``min_samples``, ``knn_backend``, the camera-balance keys, ``progress``,
+    ``device``) plus ``pseudo_labels.options``.
     """
     return LABELERS.register(name, factory, overwrite=overwrite)
 
@@ -56,8 +64,8 @@ def register_labeler(name: str, factory=None, *, overwrite: bool = False):
 class JaccardDBSCAN:
     """k-reciprocal Jaccard distance (spec §3) + DBSCAN (spec §1.3): the method's labeler.
 
-    ``k1`` is capped at N-1 and ``k2`` at ``k1`` (so small folders work); the Jaccard graph keeps
-    only pairs ≤ ``eps`` (all DBSCAN needs). Collective: under ``torch.distributed`` every rank
+    ``k1`` is capped at N and ``k2`` at ``k1`` by :func:`~dmireid.pseudo_labels.jaccard_distance`
+    (so small folders work); the Jaccard graph keeps only pairs ≤ ``eps`` (all DBSCAN needs). Collective: under ``torch.distributed`` every rank
     calls it with the same features, each searches a shard of the kNN rows
     (:mod:`.sharded`), rank 0 computes the graph and DBSCAN, and every rank returns rank 0's
     labels. Labels do not depend on the number of ranks. ``device``: where the torch kNN backend searches (``None``: the features' device;
@@ -74,8 +82,7 @@ class JaccardDBSCAN:
                  knn_backend: str = "auto", progress: bool = True, device: str | torch.device | None = None,
                  camera_balance: bool = False, k1_intra: int = 5, k1_inter: int = 20, k2_intra: int = 3,
                  k2_inter: int = 3):
-        if not 0 < eps < 1:
-            raise DmireidError(f"pseudo_labels.eps must be in (0, 1), got {eps}")
+        check_eps(eps)
         self.camera_balance = bool(camera_balance)
         self.camera_lists = {"k1_intra": int(k1_intra), "k1_inter": int(k1_inter), "k2_intra": int(k2_intra),
                              "k2_inter": int(k2_inter)}
@@ -89,22 +96,16 @@ class JaccardDBSCAN:
         return (f"JaccardDBSCAN(k1={self.k1}, k2={self.k2}, eps={self.eps}, min_samples={self.min_samples}, "
                 f"knn_backend={self.knn_backend}{balance})")
 
-    def capped(self, n: int) -> tuple[int, int]:
-        """``(k1, k2)`` used for ``n`` features."""
-        k1 = max(1, min(self.k1, n - 1))
-        return k1, max(1, min(self.k2, k1))
-
     def __call__(self, features: torch.Tensor, cameras: np.ndarray | None = None) -> np.ndarray:
         n = len(features)
         if n < 2:
             raise DmireidError(f"clustering needs at least 2 images, got {n}")
-        k1, k2 = self.capped(n)
         self.timings = {}
         if self.device is not None:
             features = torch.as_tensor(features).to(self.device)
         if self.camera_balance:
             return share_from_main(self.camera_balanced(features, cameras))
-        distance = jaccard_distance(features, k1=k1, k2=k2, max_distance=self.eps, knn_backend=self.knn_backend,
+        distance = jaccard_distance(features, k1=self.k1, k2=self.k2, max_distance=self.eps, knn_backend=self.knn_backend,
                                     progress=self.progress, collective=True, timings=self.timings)
         if distance is None:  # not rank 0: it receives rank 0's labels below
             labels = np.full(n, -1, dtype=np.int64)
@@ -121,11 +122,6 @@ class JaccardDBSCAN:
         distance = camera_jaccard_distance(features, cameras, max_distance=self.eps, knn_backend=self.knn_backend,
                                            **self.camera_lists)
         return np.asarray(cluster(distance, eps=self.eps, min_samples=self.min_samples), dtype=np.int64)
-
-
-def camera_balance_settings(settings) -> dict:
-    """The ``pseudo_labels`` keys of the camera-balanced option, for :func:`build_labeler`."""
-    return {key: getattr(settings, key) for key in ("camera_balance", "k1_intra", "k1_inter", "k2_intra", "k2_inter")}
 
 
 register_labeler("jaccard_dbscan", JaccardDBSCAN)
@@ -150,17 +146,25 @@ def call_labeler(labeler: Labeler, features: torch.Tensor, cameras: np.ndarray,
     return labeler(features, **extra)
 
 
+def check_labeler_options(name: str, options: dict) -> None:
+    """``pseudo_labels.options`` against the factory of labeler ``name`` (one line naming the key)."""
+    check_options(LABELERS.get(name), options, kind="labeler", name=name, key="pseudo_labels.options",
+                  given=SETTINGS)
+
+
 def build_labeler(name: str = "jaccard_dbscan", options: dict | None = None, **settings) -> Labeler:
     """The registered labeler ``name`` built with the ``settings`` its factory accepts + ``options``.
 
-    ``settings`` are the standard ``pseudo_labels`` keys; those the factory does not take are dropped,
-    so a plug-in labeler need not accept k1/k2. Unknown ``options`` are a one-line error.
+    ``settings`` are among :data:`SETTINGS`; those the factory does not name are dropped, so a
+    plug-in labeler need not accept k1/k2. A bad option is a one-line error (:func:`check_labeler_options`).
     """
     factory = LABELERS.get(name)
+    options = dict(options or {})
+    check_labeler_options(name, options)
     try:
         params = inspect.signature(factory).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         accepted = {k: v for k, v in settings.items() if takes_any or k in params}
     except (TypeError, ValueError):  # no signature (a C callable): pass everything
         accepted = dict(settings)
-    return call_with_options(factory, dict(options or {}), f"labeler {name!r} (pseudo_labels.options)", **accepted)
+    return factory(**accepted, **options)

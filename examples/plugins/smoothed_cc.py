@@ -1,6 +1,9 @@
 """A custom objective: Cluster Contrast with label smoothing on the proxy logits.
 
     dmireid train plugins=[examples/plugins/smoothed_cc.py] method=smoothed_cc objective_options.smoothing=0.1
+
+Its options are the keyword parameters of ``build`` (``smoothing``): ``objective_options`` is checked
+against that signature before any work starts (a typo or a non-number is a one-line error).
 """
 
 import torch
@@ -22,11 +25,11 @@ class SmoothedClusterContrast(Objective):
         return f"method smoothed_cc: label smoothing {options.get('smoothing', 0.1)}"
 
     @classmethod
-    def build(cls, context):
+    def build(cls, context, smoothing: float = 0.1):
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         memory = ClusterProxies(centroids, update="mean", momentum=context.settings.momentum,
                                 temperature=context.settings.temperature)
-        return cls(memory, float(context.options.get("smoothing", 0.1)))
+        return cls(memory, float(smoothing))
 
     def loss(self, f, y):
         loss = F.cross_entropy(self.memory.logits(f), y, ignore_index=-1, label_smoothing=self.smoothing)
