@@ -130,7 +130,8 @@ def cmd_serve(args) -> int:
 
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
     run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
                topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
                max_pixels=args.max_pixels)

@@ -8,7 +8,8 @@ from PIL import Image
 from dmireid.checkpoint import save_checkpoint
 from dmireid.config import load_config
 from dmireid.data import build_test_transform
-from dmireid.inference import GalleryIndex, model_from_config
+from dmireid import build
+from dmireid.inference import GalleryIndex
 
 
 def make_checkpoint(path: Path, images, seed: int = 0) -> Path:
@@ -16,7 +17,7 @@ def make_checkpoint(path: Path, images, seed: int = 0) -> Path:
     ``images`` (one forward pass, no training): untrained, but its distances spread over [0, 2]."""
     cfg = load_config("smoke")
     torch.manual_seed(seed)
-    model = model_from_config(cfg.model)
+    model = build.model(cfg, for_inference=True)
     transform = build_test_transform(cfg.data.height, cfg.data.width)
     batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in images])
     for m in model.modules():
