@@ -58,14 +58,15 @@ def real_run(tmp_path: Path, overrides: list[str], seed: int = 1) -> list[dict]:
 
 def imagenet_map(seed: int = 1) -> float:
     """Cross-camera mAP of the weights training starts from."""
+    from dmireid import build
     from dmireid.config import load_config
     from dmireid.data import load_dataset
-    from dmireid.engine.session import initial_model
     from dmireid.inference import evaluate_model
 
     cfg = load_config("dmi_market1501", [*SETTINGS, f"train.seed={seed}"])
     dataset = load_dataset("market1501", str(DATA))
-    return evaluate_model(initial_model(cfg), dataset, cfg, torch.device("cpu"), progress=False)["mAP"]
+    return evaluate_model(build.initial_model(cfg).eval(), dataset, cfg.data.height, cfg.data.width,
+                          torch.device("cpu"), num_workers=0, progress=False)["mAP"]
 
 
 def test_ground_truth_training_learns_across_cameras(tmp_path):
