@@ -6,6 +6,7 @@ and reads no config: everything comes from :class:`~dmireid.build.TrainingParts`
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -80,6 +81,16 @@ class TrainingSession:
                 broadcast_buffers=False)
         self.optimizer, self.scheduler = self.parts.optimizer(self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
+
+    def release_process_group(self) -> None:
+        """Drop the DDP wrapper, which holds the process group, so that ``dist.cleanup`` frees it now.
+
+        Left to interpreter shutdown, gloo's worker threads are torn down after Python's: the process
+        can abort (SIGABRT, "terminate called without an active exception") after a finished run.
+        """
+        if isinstance(getattr(self, "model", None), torch.nn.parallel.DistributedDataParallel):
+            self.model = self.model.module
+            gc.collect()
 
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)

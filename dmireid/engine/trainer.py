@@ -275,4 +275,5 @@ def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
         trainer.setup(resume_from=resume_path)
         return trainer.run()
     finally:
+        trainer.release_process_group()
         dist.cleanup()
