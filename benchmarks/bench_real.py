@@ -42,7 +42,7 @@ SHARED = REPO.parent / "shared"
 # The settings every row of a budget shares (chosen and measured: docs/real_images.md).
 BUDGETS = {
     "cpu": ["data.height=64", "data.width=32", "train.batch_size=64", "data.num_instances=4", "train.iters=40",
-            "train.epochs=4", "train.step_size=100", "train.lr=0.001", "train.schedule=single",
+            "train.epochs=8", "train.step_size=100", "train.lr=0.001", "train.schedule=single",
             "pseudo_labels.eps=0.5", "memory.ema_momentum=0.99", "data.num_workers=1", "train.eval_every=100",
             "memory.mip_instances=4"],
     "tiny": ["data.height=64", "data.width=32", "train.batch_size=16", "data.num_instances=4", "train.iters=2",
@@ -52,7 +52,7 @@ BUDGETS = {
             "train.epochs=30", "train.step_size=20", "train.lr=0.00035", "train.schedule=single",
             "data.num_workers=8", "train.eval_every=100"],
 }
-BUDGET_WORDS = {"cpu": "CPU budget: 64x32, 4 epochs x 40 iterations x 64 images (16x4), lr 1e-3, eps 0.5, "
+BUDGET_WORDS = {"cpu": "CPU budget: 64x32, 8 epochs x 40 iterations x 64 images (16x4), lr 1e-3, eps 0.5, "
                        "EMA 0.99, K_mip 4, 1 thread per row",
                 "tiny": "tiny budget (a code check, not a measurement): a subset, 64x32, 1 epoch x 2 iterations",
                 "gpu": "GPU budget: 256x128, 30 epochs x 100 iterations x 256 images (16x16), lr 3.5e-4 (x0.1 at 20)"}
