@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .logs import setup_logging
+
 
 def cmd_index_build(args) -> int:
     from .inference import GalleryIndex
@@ -128,10 +130,7 @@ def _adding(p: argparse.ArgumentParser) -> None:
 def cmd_serve(args) -> int:
     from .serve import run_server
 
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
-                        force=True)
+    setup_logging()
     run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
                topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
                max_pixels=args.max_pixels)

@@ -89,13 +89,16 @@ def threshold_text(gallery: dict[str, Any], threshold: float | None) -> str:
     """The threshold and where it comes from (the index's calibration, or set for this server)."""
     if threshold is None:
         return "none (distances only)"
-    if gallery.get("threshold") is None or abs(float(gallery["threshold"]) - threshold) > 1e-12:
+    stored = gallery.get("threshold")
+    if stored is None or abs(float(stored) - threshold) > 1e-12:
         return f"{threshold:.4f} (cosine distance, set for this server)"
+    details = ["cosine distance"]
     source, rate = gallery.get("threshold_source"), gallery.get("false_match_rate")
-    source = "set on the index" if source == "set" else (source and f"from {source}")
-    detail = ", ".join(x for x in (source,
-                                   rate is not None and f"false-match rate {100 * float(rate):g} %") if x)
-    return f"{threshold:.4f} (cosine distance{', ' + detail if detail else ''})"
+    if source:
+        details.append("set on the index" if source == "set" else f"from {source}")
+    if rate is not None:
+        details.append(f"false-match rate {100 * float(rate):g} %")
+    return f"{threshold:.4f} ({', '.join(details)})"
 
 
 def render_gallery_line(gallery: dict[str, Any], threshold: float | None) -> str:
