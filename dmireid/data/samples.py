@@ -20,6 +20,10 @@ class ReIDDataset:
     train: list[Sample] = field(default_factory=list)
     query: list[Sample] = field(default_factory=list)
     gallery: list[Sample] = field(default_factory=list)
+    # per training image, aligned with ``train`` (None: the dataset has none): the global tracklet
+    # id (one track of one camera; -1 = not in a tracklet) and the frame number (-1 = unknown)
+    train_tracklets: list[int] | None = None
+    train_frames: list[int] | None = None
 
     def split_stats(self, split: str) -> tuple[int, int, int]:
         """(# ids, # images, # cameras) of ``split``; ids count pid >= 0 (distractor 0 included)."""
