@@ -9,7 +9,7 @@ Top-level API (imported lazily so that ``import dmireid`` stays light):
 - :func:`load_config` — defaults <- YAML preset <- ``key=value`` overrides.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     "train": ("dmireid.engine", "train"),

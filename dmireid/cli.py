@@ -111,7 +111,7 @@ def cmd_check_data(args) -> int:
 # ------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
     from . import build
-    from .embedding.checkpoint import load_checkpoint
+    from .embedding.checkpoint import CONFIG_KEY, load_checkpoint
     from .config import load_config
     from .devices import resolve_device
     from .embedding import evaluate_model, load_encoder
@@ -124,10 +124,10 @@ def cmd_evaluate(args) -> int:
     state = None
     if args.checkpoint:
         state = load_checkpoint(args.checkpoint)
-        if "config" not in state:
+        if CONFIG_KEY not in state:
             raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside)")
         # parsing only: the objective and labeler of the run (maybe a plug-in's) are not needed
-        cfg = load_config(args.config, args.overrides, base=state["config"], check_plugins=False)
+        cfg = load_config(args.config, args.overrides, base=state[CONFIG_KEY], check_plugins=False)
     else:
         cfg = load_config(args.config or "demo", args.overrides, check_plugins=False)
     setup_logging(quiet=args.quiet)

@@ -95,12 +95,12 @@ def verdict(hits, threshold: float | None) -> str:
 
 def cmd_calibrate(args) -> int:
     from . import build
-    from .embedding.checkpoint import load_checkpoint
+    from .embedding.checkpoint import CONFIG_KEY, load_checkpoint
     from .config import load_config
     from .errors import DmireidError
     from .inference import calibrate
 
-    saved = load_checkpoint(args.checkpoint).get("config")
+    saved = load_checkpoint(args.checkpoint).get(CONFIG_KEY)
     if saved is None:
         raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside: its labeler is unknown)")
     labeler = build.labeler(load_config(base=saved), device=None, progress=not args.quiet)  # the training labeler

@@ -2,6 +2,7 @@
 no module over 400 lines, inference without the trainer."""
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +27,12 @@ def is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imported_names(tree: ast.AST, module: str, is_package: bool):
-    """(target, names) of every import statement outside ``if TYPE_CHECKING:`` blocks."""
+def imported_names(tree: ast.AST, module: str, is_package: bool, type_checking: bool = False):
+    """(target, names) of every import statement (outside ``if TYPE_CHECKING:`` blocks unless
+    ``type_checking``)."""
     skip = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and is_type_checking(node):
+        if isinstance(node, ast.If) and is_type_checking(node) and not type_checking:
             skip.update(id(n) for child in node.body for n in ast.walk(child))
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -48,12 +50,13 @@ def imported_names(tree: ast.AST, module: str, is_package: bool):
             yield target, [a.name for a in node.names]
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_checking: bool = True) -> dict[str, set[str]]:
+    """module -> the package modules it imports (function-level and ``TYPE_CHECKING`` imports included)."""
     modules = all_modules()
     graph = {name: set() for name in modules}
     for name, path in modules.items():
         tree = ast.parse(path.read_text())
-        for target, names in imported_names(tree, name, path.name == "__init__.py"):
+        for target, names in imported_names(tree, name, path.name == "__init__.py", type_checking):
             if not target or not target.startswith("dmireid"):
                 continue
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
@@ -103,8 +106,62 @@ def test_relative_imports_resolve():
 
 
 def test_no_import_circle():
-    cycle = find_cycle(import_graph())
+    cycle = find_cycle(import_graph())  # type-checking-only imports count: a circle for a reader too
     assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_graph_sees_type_checking_imports():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .trainer import Trainer\n")
+    assert list(imported_names(tree, "dmireid.engine.hooks", False)) == [("typing", ["TYPE_CHECKING"])]
+    assert ("dmireid.engine.trainer", ["Trainer"]) in imported_names(tree, "dmireid.engine.hooks", False, True)
+
+
+APPLICATIONS = ("dmireid.inference", "dmireid.serve", "dmireid.cli")
+# the layers, each importing only from those listed for it (besides the package's leaf modules)
+FORBIDDEN = {
+    "dmireid.engine": APPLICATIONS + ("dmireid.config", "dmireid.config_schema", "dmireid.config_validation"),
+    "dmireid.embedding": APPLICATIONS + ("dmireid.engine",),
+    "dmireid.objectives": APPLICATIONS + ("dmireid.engine", "dmireid.embedding", "dmireid.build", "dmireid.config",
+                                          "dmireid.config_schema"),
+}
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``module -> target`` for every import of a layer in :data:`FORBIDDEN` that it must not make."""
+    bad = []
+    for module, targets in graph.items():
+        for layer, forbidden in FORBIDDEN.items():
+            if module == layer or module.startswith(layer + "."):
+                bad += [f"{module} -> {t}" for t in sorted(targets)
+                        if any(t == f or t.startswith(f + ".") for f in forbidden)]
+    return bad
+
+
+def test_training_imports_no_application_and_the_embedding_layer_no_trainer():
+    """engine/ imports nothing from inference/, serve/ or the CLI (nor the config); embedding/ no
+    trainer and no application; objectives none of these (function-level imports included;
+    the one exception is ``Trainer.from_config``'s import of the composition root)."""
+    graph = import_graph()
+    graph["dmireid.engine.trainer"].discard("dmireid.build")  # from_config: the documented convenience
+    assert layer_violations(graph) == []
+    assert layer_violations({"dmireid.engine.hooks": {"dmireid.inference.calibration"}}) == [
+        "dmireid.engine.hooks -> dmireid.inference.calibration"]  # the rule finds a planted violation
+
+
+def test_objectives_get_their_own_settings_never_the_memory_section():
+    """``grep -rn "MemoryConfig\\|\\.settings\\." dmireid/objectives`` finds nothing."""
+    hits = [f"{p.name}:{i}" for p in (PACKAGE / "objectives").glob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if "MemoryConfig" in line or ".settings." in line]
+    assert hits == []
+
+
+def test_the_trainer_takes_objects_not_a_config():
+    from dmireid.engine import Trainer, TrainingParts
+
+    params = inspect.signature(Trainer).parameters
+    assert list(params)[:1] == ["parts"] and params["parts"].annotation in (TrainingParts, "TrainingParts")
+    assert not any("cfg" in p or "config" in p for p in params)
+    assert callable(Trainer.from_config)
 
 
 def test_no_module_over_400_lines():

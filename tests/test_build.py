@@ -188,3 +188,57 @@ def test_plugin_options_are_one_line_errors_naming_the_key(tmp_path, overrides, 
     with pytest.raises(DmireidError) as info:  # load_config (a registered name) or train's plug-in import
         build.import_plugins(load_config("smoke", overrides))
     assert str(info.value) == message
+
+
+def test_best_and_metrics_do_not_depend_on_the_order_of_the_hooks(tmp_path):
+    """Writers listed before the evaluation still save its results: best.pt and the metrics line."""
+    from dmireid.engine import CheckpointHook, MetricsHook
+
+    cfg = tiny(tmp_path, "reversed")
+    trainer = Trainer.from_config(cfg, progress=False, default_hooks=False)
+    run = tmp_path / "reversed"
+    trainer.hooks = [CheckpointHook(run, trainer.checkpoint_payload), MetricsHook(run),
+                     EvaluationHook(trainer.evaluate_encoders, 1, 1)]
+    trainer.setup()
+    trainer.run()
+    line = json.loads((run / "metrics.jsonl").read_text())
+    assert "mAP" in line and (run / "best.pt").exists() and trainer.best["epoch"] == 0
+
+
+def test_the_step_is_an_object_a_benchmark_wraps_without_patching(tmp_path):
+    """``trainer.step`` is called once per iteration with the trainer and a Batch; a wrapper sees both."""
+    from dmireid.engine import Batch
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.calls = inner, []
+
+        def __call__(self, trainer, batch):
+            assert isinstance(batch, Batch) and batch.images.shape[0] == batch.labels.shape[0]
+            self.calls.append(batch.iteration)
+            return self.inner(trainer, batch)
+
+    trainer = Trainer.from_config(tiny(tmp_path, "wrapped"), progress=False, default_hooks=False)
+    trainer.step = counting = Counting(trainer.step)
+    trainer.setup()
+    trainer.run()
+    assert counting.calls == [0, 1] and trainer.storage.history[0]["loss"] > 0
+
+
+def test_a_part_is_replaced_by_passing_other_parts(tmp_path):
+    """Objects in: a labeler swapped in TrainingParts is the one the run uses."""
+    import dataclasses
+
+    import numpy as np
+
+    class Halves:
+        def __call__(self, features):
+            return np.arange(len(features)) % 2
+
+    cfg = tiny(tmp_path, "swapped")
+    build.import_plugins(cfg)
+    parts = dataclasses.replace(build.training(cfg, progress=False), labeler=Halves())
+    trainer = Trainer(parts, progress=False, default_hooks=False)
+    trainer.setup()
+    trainer.run()
+    assert trainer.storage.history[0]["num_clusters"] == 2 and trainer.storage.history[0]["num_outliers"] == 0

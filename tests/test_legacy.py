@@ -37,10 +37,23 @@ def legacy_run(tmp_path_factory):
     return run
 
 
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo (``GenuineIntel``, ``AuthenticAMD``; empty where unknown)."""
+    try:
+        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
 def golden_metrics(method: str) -> Path:
     """The 0.1.0 code's smoke metrics on this CPU's kernel family (training steps differ in the last
-    bits between AVX512 and AVX2 convolution kernels; both files were written by the 0.1.0 code, commit 949b32c)."""
+    bits between AVX512 and AVX2 convolution kernels, and between Intel's and AMD's AVX512 machines;
+    every file was written by the 0.1.0 code, commit 949b32c: see legacy_v0/README.md)."""
     capability = torch.backends.cpu.get_cpu_capability()
+    vendor_file = LEGACY / f"smoke_{method}_metrics.{capability}.{cpu_vendor()}.jsonl"
+    if vendor_file.exists():
+        return vendor_file
     path = LEGACY / f"smoke_{method}_metrics{'' if capability == 'AVX512' else f'.{capability}'}.jsonl"
     if not path.exists():
         pytest.skip(f"no 0.1.0 golden metrics for CPU capability {capability} ({path.name}): run the 0.1.0 code here")

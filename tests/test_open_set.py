@@ -135,8 +135,8 @@ def test_calibrate_stores_the_threshold_and_keeps_the_checkpoint(synthetic_ckpt,
 
 
 def test_open_set_hook_stores_the_final_encoders_threshold(synthetic_ckpt, synthetic_root, tmp_path):
-    """The hook with a stand-in trainer: θ' (when present) embeds the training images, the last
-    pseudo-labels give the threshold, last.pt gets it (and nothing else changes)."""
+    """The hook with a stand-in trainer and the embedding a run gives it (θ', when present, on the
+    training images): the last pseudo-labels give the threshold, last.pt gets it (nothing else changes)."""
     state = load_checkpoint(synthetic_ckpt)
     cfg = load_config(base=state["config"])
     torch.manual_seed(5)
@@ -148,12 +148,14 @@ def test_open_set_hook_stores_the_final_encoders_threshold(synthetic_ckpt, synth
     from dmireid.embedding import extract_features
 
     train = load_dataset("market1501", synthetic_root).train
-    trainer = SimpleNamespace(ema=SimpleNamespace(module=momentum), unwrapped=None, epoch=1,
-                              dataset=SimpleNamespace(train=train),
-                              extract=lambda model, samples, description: extract_features(
-                                  model, samples, 32, 16, progress=False))
+    trainer = SimpleNamespace(epoch=1)
+
+    def embed():
+        features, ok = extract_features(momentum, train, 32, 16, progress=False)
+        return features, ok, "momentum", weights_fingerprint(momentum.state_dict())
+
     pids = np.array([pid for _, pid, _ in train])
-    hook = OpenSetHook(run, false_match_rate=0.05)
+    hook = OpenSetHook(run, embed, false_match_rate=0.05)
     hook.after_pseudo_labels(trainer, pids)
     trainer.epoch = 2
     hook.after_train(trainer)

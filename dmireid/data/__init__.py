@@ -19,5 +19,5 @@ __all__ = [
     "Sample", "ReIDDataset", "load_dataset", "make_synthetic", "default_synthetic_root", "check_images",
     "read_image", "ImageDataset", "build_train_transform", "build_test_transform", "IMAGENET_MEAN",
     "IMAGENET_STD", "ClusterBatchSampler", "DATASETS", "register_dataset", "find_dataset", "dataset_options",
-    "check_dataset_options",
+    "check_dataset_options", "IMAGE_EXTENSIONS",
 ]

@@ -29,13 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..embedding.checkpoint import load_checkpoint
+from ..embedding.checkpoint import OPEN_SET_KEY, load_checkpoint, weights_fingerprint
 from ..data.market_layout import MARKET_NAME
 from ..errors import DmireidError
 from ..embedding.feature_extractor import FeatureExtractor, embed_files
 from .gallery_store import HNSW_EF_SEARCH, HNSW_M, KINDS, META, VECTORS, GalleryStore, read_manifest
 from ..embedding.inputs import collect_image_paths, describe_unreadable
-from ..embedding.encoder import weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def gallery_files(specs: Sequence[str | os.PathLike]) -> list[str]:
 
 def checkpoint_threshold(state: dict, fingerprint: str, source: str) -> dict | None:
     """The checkpoint's ``open_set`` estimate when it was made with these weights, else None."""
-    open_set = state.get("open_set")
+    open_set = state.get(OPEN_SET_KEY)
     if not isinstance(open_set, dict) or "threshold" not in open_set:
         log.info("%s holds no open-set threshold (estimate one with dmireid calibrate)", source)
         return None
