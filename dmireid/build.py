@@ -33,14 +33,16 @@ import torch
 
 from . import registry
 from .config import Config, config_from_dict
-from .config_validation import PLUGIN_KINDS, check_plugins, check_pretrained_file, check_resumable, plugin_registered
+from .config_validation import (PLUGIN_KINDS, check_plugins, check_pretrained_file, check_resumable, plugin_registered,
+                                with_plugin_hint)
 from .data import ReIDDataset, build_train_transform, load_dataset
 from .devices import training_device
 from .engine.parts import (DatasetSource, Extraction, LoopSettings, MomentumSettings, ObjectiveSpec,
                            OptimizerSettings, SamplerSettings, TrainingParts)
-from .models import ReIDModel, build_model, normalise_pretrained, takes_option
+from .errors import DmireidError
+from .models import BACKBONES, ReIDModel, build_model, normalise_pretrained, takes_option
 from .objectives import get_objective
-from .pseudo_labels import Labeler, build_labeler
+from .pseudo_labels import Labeler, construct_labeler
 from .seeding import seed_everything
 
 log = logging.getLogger("dmireid.train")
@@ -103,6 +105,10 @@ def model(cfg: Config, *, for_inference: bool = False) -> ReIDModel:
     ``model.pretrained`` file or download) and BatchNorm is plain (eval mode uses running statistics).
     """
     m = cfg.model
+    try:
+        BACKBONES.lookup(m.arch)  # a checkpoint's backbone may be a plug-in's: name the ones to import
+    except DmireidError as exc:
+        raise with_plugin_hint(cfg, exc) from None
     options = dict(m.options)
     if "img_size" not in options and takes_option(m.arch, "img_size"):
         options["img_size"] = list(input_size(cfg))
@@ -135,7 +141,7 @@ def optimizer(cfg: Config) -> OptimizerSettings:
 def labeler(cfg: Config, device: torch.device | str | None = None, progress: bool = True) -> Labeler:
     """The registered labeler ``pseudo_labels.labeler`` with the ``pseudo_labels`` settings it takes."""
     p = cfg.pseudo_labels
-    return build_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=p.min_samples,
+    return construct_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=p.min_samples,
                          knn_backend=p.knn_backend, camera_balance=p.camera_balance, k1_intra=p.k1_intra,
                          k1_inter=p.k1_inter, k2_intra=p.k2_intra, k2_inter=p.k2_inter, progress=progress,
                          device=device)

@@ -146,6 +146,14 @@ def plugin_registered(cfg: Config, kind: str) -> bool:
     return True
 
 
+def with_plugin_hint(cfg: Config, exc: DmireidError) -> DmireidError:
+    """``exc`` (an unknown plug-in name), naming the run's ``plugins`` to import when it has any."""
+    if not cfg.plugins:
+        return exc
+    return DmireidError(f"{exc} — the run named plug-in(s) {', '.join(cfg.plugins)}: import them "
+                        f"first (--plugins {' '.join(cfg.plugins)})")
+
+
 def check_plugins(cfg: Config, kinds: tuple[str, ...] = PLUGIN_KINDS, strict: bool = False) -> None:
     """Each kind's name is registered and its options fit the factory's signature (one line each).
 
@@ -161,10 +169,7 @@ def check_plugins(cfg: Config, kinds: tuple[str, ...] = PLUGIN_KINDS, strict: bo
         except DmireidError as exc:
             if not strict and cfg.plugins:
                 continue
-            if cfg.plugins:
-                raise DmireidError(f"{exc} — the run named plug-in(s) {', '.join(cfg.plugins)}: import them "
-                                   f"first (--plugins {' '.join(cfg.plugins)})") from None
-            raise
+            raise with_plugin_hint(cfg, exc) from None
         check(name, options)
 
 

@@ -41,9 +41,9 @@ from dmireid.pseudo_labels.infomap import InfomapLabeler
 from dmireid.pseudo_labels.jaccard import jaccard_distance
 from dmireid.pseudo_labels.ground_truth import GroundTruthLabeler
 from dmireid.pseudo_labels.labeler import (LABELERS, JaccardDBSCAN, Labeler, build_labeler, call_labeler,
-                                           check_labeler_options, register_labeler)
+                                           check_labeler_options, construct_labeler, register_labeler)
 from dmireid.pseudo_labels.sharded import knn, knn_lists_sharded
 
 __all__ = ["knn", "knn_lists_sharded", "jaccard_distance", "cluster", "label_quality", "Labeler", "JaccardDBSCAN",
-           "GroundTruthLabeler", "build_labeler", "call_labeler", "register_labeler", "LABELERS", "InfomapLabeler",
+           "GroundTruthLabeler", "build_labeler", "construct_labeler", "call_labeler", "register_labeler", "LABELERS", "InfomapLabeler",
            "camera_jaccard_distance", "camera_spread", "check_labeler_options", "check_eps"]

@@ -153,11 +153,19 @@ def check_labeler_options(name: str, options: dict) -> None:
 
 
 def build_labeler(name: str = "jaccard_dbscan", options: dict | None = None, **settings) -> Labeler:
-    """The registered labeler ``name`` built with the ``settings`` its factory accepts + ``options``.
+    """The registered labeler ``name`` built with the ``settings`` its factory accepts + ``options``
+    (checked first: a bad one is a one-line error, :func:`check_labeler_options`).
 
     ``settings`` are among :data:`SETTINGS`; those the factory does not name are dropped, so a
-    plug-in labeler need not accept k1/k2. Options are checked when the config is read (:func:`check_labeler_options`).
+    plug-in labeler need not accept k1/k2. (:func:`dmireid.build.labeler` calls
+    :func:`construct_labeler`: a config's options were checked when it was read.)
     """
+    check_labeler_options(name, dict(options or {}))
+    return construct_labeler(name, options, **settings)
+
+
+def construct_labeler(name: str, options: dict | None = None, **settings) -> Labeler:
+    """:func:`build_labeler` without the options check (for options already checked)."""
     factory = LABELERS.get(name)
     options = dict(options or {})
     try:
