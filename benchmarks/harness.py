@@ -205,13 +205,14 @@ def run_process(command: list[str], *, env: dict | None = None, cwd: str | Path 
 
 def run_worker(command: list[str], **kwargs) -> dict:
     """Run a worker that prints one JSON object as its last ``{`` line; that object plus
-    ``wall_s`` and ``tree_peak_rss_bytes``. A failing worker stops the benchmark with its stderr."""
+    ``process_s`` and ``process_peak_rss_bytes`` (its tree's). A failing worker stops the
+    benchmark with the end of its stderr."""
     done = run_process(command, **kwargs)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"worker {' '.join(command[1:4])} ... failed (exit {done.returncode}):\n"
                          f"{done.stderr[-3000:]}")
-    return {**json.loads(lines[-1]), "wall_s": done.seconds, "tree_peak_rss_bytes": done.peak_rss_bytes}
+    return {**json.loads(lines[-1]), "process_s": done.seconds, "process_peak_rss_bytes": done.peak_rss_bytes}
 
 
 # ----------------------------------------------------------------------------------------------- machine
