@@ -56,7 +56,7 @@ def test_run_process_returns_exit_code_output_and_honours_the_timeout():
 
 def test_run_worker_parses_the_last_json_line_and_stops_on_failure():
     row = harness.run_worker([sys.executable, "-c", "print('noise'); print('{\"a\": 1}'); print('{\"a\": 2}')"])
-    assert row["a"] == 2 and row["wall_s"] > 0 and row["tree_peak_rss_bytes"] > 0
+    assert row["a"] == 2 and row["process_s"] > 0 and row["process_peak_rss_bytes"] > 0
     with pytest.raises(SystemExit, match="exit 1"):
         harness.run_worker([sys.executable, "-c", "raise ValueError('broken worker')"])
 
