@@ -26,9 +26,8 @@ import json
 import os
 import time
 
+import harness  # noqa: I001  (first: OMP_WAIT_POLICY before numpy / faiss load OpenMP)
 import numpy as np
-
-import harness
 from harness import rss_bytes
 
 TOPK = 10

@@ -1,6 +1,6 @@
 """What every benchmark shares: clocks, peak memory, the machine line, tables, JSON, arguments.
 
-    import harness                       # a sibling of the script: ``python benchmarks/bench_x.py``
+    import harness                       # first (before torch), a sibling: python benchmarks/bench_x.py
 
     def body(args, report):
         with harness.Timer() as t:
