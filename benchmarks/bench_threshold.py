@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from dmireid.checkpoint import load_checkpoint  # noqa: E402
+from dmireid.embedding.checkpoint import load_checkpoint  # noqa: E402
 from dmireid.config import load_config  # noqa: E402
 from dmireid.data import load_dataset  # noqa: E402
 from dmireid.evaluation.open_set import estimate_threshold, match_rates  # noqa: E402
-from dmireid.inference import FeatureExtractor, weights_fingerprint  # noqa: E402
+from dmireid.embedding import FeatureExtractor, weights_fingerprint  # noqa: E402
 from dmireid.pseudo_labels import call_labeler  # noqa: E402
 from dmireid import build  # noqa: E402
 

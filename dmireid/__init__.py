@@ -13,7 +13,7 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "train": ("dmireid.engine", "train"),
-    "FeatureExtractor": ("dmireid.inference", "FeatureExtractor"),
+    "FeatureExtractor": ("dmireid.embedding", "FeatureExtractor"),
     "load_dataset": ("dmireid.data", "load_dataset"),
     "evaluate": ("dmireid.evaluation", "evaluate"),
     "load_config": ("dmireid.config", "load_config"),

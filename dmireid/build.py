@@ -1,7 +1,7 @@
 """The composition root: the one module that reads a :class:`~dmireid.config.Config` and turns it
 into objects. Open it to see how a run is assembled:
 
-    config (dmireid.config)  →  build (this module)  →  objects  →  trainer (dmireid.engine)
+    config (dmireid.config)  →  build (this module)  →  objects  →  Trainer(parts) (dmireid.engine)
 
 Every package below takes explicit arguments and never sees a config; the keyword defaults of its
 components equal the config's defaults (``tests/test_build.py`` compares each with its field).
@@ -13,32 +13,33 @@ components equal the config's defaults (``tests/test_build.py`` compares each wi
     model = build.model(cfg)                            # training's model (model.*, data.height/width)
     model = build.model(cfg, for_inference=True)        # evaluation / inference: no weight file, plain BN
     labeler = build.labeler(cfg, device)                # pseudo_labels.*
-    optimizer, scheduler = build.optimizer(cfg, model.parameters())
-    parts = build.training(cfg)                         # all that the Trainer runs on
+    optimizer, scheduler = build.optimizer(cfg).build(model.parameters())
+    parts = build.training(cfg)                         # TrainingParts: all that the Trainer runs on
 
-Plug-ins: :func:`import_plugins` (``train``, on every rank) imports ``plugins`` and checks the four
-plug-in names and their options; the other functions look up the one name they build, with a
-one-line error naming the plug-ins to import when it is missing (a checkpoint's backbone).
+Plug-ins: their names and options are checked once, when the config is read
+(:func:`~dmireid.config.load_config`); a name that only a plug-in registers is checked by
+:func:`import_plugins` (``train``, on every rank) right after importing ``plugins``. The functions
+below look names up only (an unknown one is a one-line error naming the config key).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
 from . import registry
-from .config import Config, config_from_dict, save_config
-from .config_validation import check_cameras, check_plugins, check_pretrained_file, check_resumable
-from .data import ClusterBatchSampler, ImageDataset, ReIDDataset, build_train_transform, load_dataset
-from .errors import DmireidError
-from .memory import MomentumEncoder
+from .config import Config, config_from_dict
+from .config_validation import PLUGIN_KINDS, check_plugins, check_pretrained_file, check_resumable, plugin_registered
+from .data import ReIDDataset, build_train_transform, load_dataset
+from .devices import training_device
+from .engine.parts import (DatasetSource, Extraction, LoopSettings, MomentumSettings, ObjectiveSpec,
+                           OptimizerSettings, SamplerSettings, TrainingParts)
 from .models import ReIDModel, build_model, normalise_pretrained, takes_option
-from .objectives import Objective, get_objective
+from .objectives import get_objective
 from .pseudo_labels import Labeler, build_labeler
 from .seeding import seed_everything
 
@@ -47,9 +48,11 @@ log = logging.getLogger("dmireid.train")
 
 # ----------------------------------------------------------------------------------- plug-ins
 def import_plugins(cfg: Config) -> None:
-    """Import ``plugins`` (modules or ``.py`` files), then check every plug-in name and its options."""
+    """Import ``plugins`` (modules or ``.py`` files), then check the plug-in names (and options)
+    that only they register: every name registered before was checked when the config was read."""
+    unchecked = tuple(kind for kind in PLUGIN_KINDS if not plugin_registered(cfg, kind))
     registry.import_plugins(cfg.plugins)
-    check_plugins(cfg, strict=True)
+    check_plugins(cfg, unchecked, strict=True)
 
 
 # ----------------------------------------------------------------------------------- data
@@ -60,17 +63,13 @@ def dataset(cfg: Config, name: str | None = None, root: str | Path | None = None
     root = data.root if root is None else root
     if name is not None and name != data.name:
         return load_dataset(name, root)
-    check_plugins(cfg, ("dataset",), strict=True)
     return load_dataset(data.name, root, **data.options)
 
 
-def training_dataset(cfg: Config) -> ReIDDataset:
-    """:func:`dataset`, with enough training images for ``pseudo_labels.min_samples``."""
-    loaded = dataset(cfg)
-    if len(loaded.train) < cfg.pseudo_labels.min_samples:
-        raise DmireidError(f"dataset {cfg.data.name} at {loaded.root}: {len(loaded.train)} training images, "
-                           f"fewer than pseudo_labels.min_samples={cfg.pseudo_labels.min_samples}")
-    return loaded
+def dataset_source(cfg: Config) -> DatasetSource:
+    """How the training set is loaded (``data.name/root/options``; at least ``pseudo_labels.min_samples`` images)."""
+    d = cfg.data
+    return DatasetSource(d.name, d.root, dict(d.options), cfg.pseudo_labels.min_samples)
 
 
 def input_size(cfg: Config) -> tuple[int, int]:
@@ -78,28 +77,15 @@ def input_size(cfg: Config) -> tuple[int, int]:
     return cfg.data.height, cfg.data.width
 
 
-def train_images(cfg: Config, samples: list) -> ImageDataset:
-    """The training images with the train transform (``data.height/width/erasing``)."""
-    return ImageDataset(samples, build_train_transform(cfg.data.height, cfg.data.width, erasing=cfg.data.erasing))
+def train_transform(cfg: Config):
+    """The training augmentation (``data.height/width/erasing``)."""
+    return build_train_transform(cfg.data.height, cfg.data.width, erasing=cfg.data.erasing)
 
 
-def sampler(cfg: Config, labels, cameras, epoch: int, rank: int = 0, world_size: int = 1) -> ClusterBatchSampler:
-    """This epoch's P×K sampler over the pseudo-labels (``data.num_instances/camera_*``, ``train.*``)."""
+def sampler(cfg: Config) -> SamplerSettings:
+    """The P×K sampler's settings (``data.num_instances/camera_*``, ``train.*``); ``.build(...)`` per epoch."""
     d, t = cfg.data, cfg.train
-    return ClusterBatchSampler(labels, cameras, num_instances=d.num_instances, batch_size=t.batch_size,
-                               iters=t.iters, seed=t.seed, epoch=epoch, camera_aware=d.camera_aware,
-                               camera_rule=d.camera_rule, rank=rank, world_size=world_size)
-
-
-@dataclass(frozen=True)
-class Extraction:
-    """How features are extracted (pseudo-labels, evaluation): test transform size, batches, AMP."""
-
-    height: int
-    width: int
-    batch_size: int
-    num_workers: int
-    amp: bool  # autocast (the run's dtype, on CUDA only)
+    return SamplerSettings(d.num_instances, t.batch_size, t.iters, t.seed, d.camera_aware, d.camera_rule)
 
 
 def extraction(cfg: Config) -> Extraction:
@@ -117,7 +103,6 @@ def model(cfg: Config, *, for_inference: bool = False) -> ReIDModel:
     ``model.pretrained`` file or download) and BatchNorm is plain (eval mode uses running statistics).
     """
     m = cfg.model
-    check_plugins(cfg, ("backbone",), strict=True)
     options = dict(m.options)
     if "img_size" not in options and takes_option(m.arch, "img_size"):
         options["img_size"] = list(input_size(cfg))
@@ -135,79 +120,51 @@ def initial_model(cfg: Config) -> ReIDModel:
     return model(cfg)
 
 
-def momentum_encoder(cfg: Config, source: torch.nn.Module) -> MomentumEncoder:
-    """θ': EMA of ``source`` (``memory.ema_momentum``; BN buffers too with ``memory.ema_buffers``)."""
-    return MomentumEncoder(source, alpha=cfg.memory.ema_momentum, buffers=cfg.memory.ema_buffers)
+def momentum_encoder(cfg: Config) -> MomentumSettings:
+    """θ''s settings (``memory.ema_momentum/ema_buffers``); ``.build(source)`` makes the EMA copy."""
+    return MomentumSettings(cfg.memory.ema_momentum, cfg.memory.ema_buffers)
 
 
-def optimizer(cfg: Config, params: Iterable[torch.nn.Parameter]):
-    """``(Adam, StepLR)`` of ``train.lr/weight_decay/step_size/gamma`` over the trainable ``params``."""
+def optimizer(cfg: Config) -> OptimizerSettings:
+    """Adam + StepLR settings (``train.lr/weight_decay/step_size/gamma``); ``.build(params)``."""
     t = cfg.train
-    adam = torch.optim.Adam([p for p in params if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay)
-    return adam, torch.optim.lr_scheduler.StepLR(adam, step_size=t.step_size, gamma=t.gamma)
+    return OptimizerSettings(t.lr, t.weight_decay, t.step_size, t.gamma)
 
 
 # ----------------------------------------------------------------------------------- method
 def labeler(cfg: Config, device: torch.device | str | None = None, progress: bool = True) -> Labeler:
     """The registered labeler ``pseudo_labels.labeler`` with the ``pseudo_labels`` settings it takes."""
     p = cfg.pseudo_labels
-    check_plugins(cfg, ("labeler",), strict=True)
     return build_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=p.min_samples,
                          knn_backend=p.knn_backend, camera_balance=p.camera_balance, k1_intra=p.k1_intra,
                          k1_inter=p.k1_inter, k2_intra=p.k2_intra, k2_inter=p.k2_inter, progress=progress,
                          device=device)
 
 
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    """The registered objective ``method`` with its settings (the ``memory`` section) and options."""
-
-    objective: type[Objective]
-    settings: Any
-    options: dict
-
-    def uses_momentum_encoder(self, stage: int) -> bool:
-        return self.objective.uses_momentum_encoder(self.settings, self.options, stage)
-
-    def describe(self, stage: int) -> str:
-        return self.objective.describe(self.settings, self.options, stage)
+def objective_settings(settings_class: type | None, section: Any) -> Any:
+    """An instance of ``settings_class`` (a dataclass) whose fields are read from the same-named keys
+    of the config section ``section`` (``memory``; lists become tuples); None without a class."""
+    if settings_class is None:
+        return None
+    values = {}
+    for f in fields(settings_class):
+        if hasattr(section, f.name):
+            value = getattr(section, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return settings_class(**values)
 
 
 def objective(cfg: Config) -> ObjectiveSpec:
-    """``method`` (its class), the ``memory`` section as its settings, ``objective_options``."""
-    check_plugins(cfg, ("objective",), strict=True)
-    return ObjectiveSpec(get_objective(cfg.method), cfg.memory, dict(cfg.objective_options))
+    """``method`` (its class), its settings from the ``memory`` section, ``objective_options``."""
+    cls = get_objective(cfg.method)
+    return ObjectiveSpec(cls, objective_settings(cls.settings_class, cfg.memory), dict(cfg.objective_options))
 
 
 # ----------------------------------------------------------------------------------- the loop
-@dataclass(frozen=True)
-class LoopSettings:
-    """The plain values the epoch loop and its default hooks run with."""
-
-    run_dir: Path  # output_dir
-    device: str
-    epochs: int
-    iters: int
-    batch_size: int
-    clusters_per_batch: int  # train.batch_size // data.num_instances (split over the ranks)
-    seed: int
-    eval_every: int
-    schedule: str  # single | two_stage
-    stage1_epochs: int
-    stage2_init: str  # best | last
-    max_empty_epochs: int
-    deterministic: bool
-    amp: bool
-    amp_dtype: str
-    channels_last: bool
-    num_workers: int
-    save_pseudo_labels: bool
-    corrupt_images: str  # skip | stop
-    momentum_forward: str  # memory.ema_forward: train | eval
-
-    def stage(self, epoch: int) -> int:
-        """1 during the first stage of a two_stage schedule, else 2."""
-        return 1 if self.schedule == "two_stage" and epoch < self.stage1_epochs else 2
+def camera_options(cfg: Config) -> tuple[str, ...]:
+    """The camera-aware options that are on (each needs training images from two or more cameras)."""
+    return tuple(key for on, key in ((cfg.memory.camera_proxies, "memory.camera_proxies"),
+                                     (cfg.pseudo_labels.camera_balance, "pseudo_labels.camera_balance")) if on)
 
 
 def loop(cfg: Config) -> LoopSettings:
@@ -219,11 +176,11 @@ def loop(cfg: Config) -> LoopSettings:
         max_empty_epochs=t.max_empty_epochs, deterministic=t.deterministic, amp=t.amp, amp_dtype=t.amp_dtype,
         channels_last=cfg.model.channels_last, num_workers=cfg.data.num_workers,
         save_pseudo_labels=t.save_pseudo_labels, corrupt_images=cfg.data.corrupt_images,
-        momentum_forward=cfg.memory.ema_forward)
+        momentum_forward=cfg.memory.ema_forward, camera_options=camera_options(cfg))
 
 
 def check_training(cfg: Config) -> None:
-    """Before the data is made: the weight file exists; warnings for settings that silently hurt."""
+    """Before anything is built: the weight file exists; warnings for settings that silently hurt."""
     check_pretrained_file(cfg.model.pretrained)
     warn_without_pretrained(cfg)
     warn_frozen_momentum_statistics(cfg)
@@ -244,8 +201,8 @@ def warn_frozen_momentum_statistics(cfg: Config) -> None:
 
 
 def describe(cfg: Config) -> str:
-    """One log line of the run's choices (schedule, model, labeler, sampler, erasing)."""
-    t, p = cfg.train, cfg.pseudo_labels
+    """One log line of the run's choices (schedule, model, labeler, sampler, erasing, θ')."""
+    t, p, m = cfg.train, cfg.pseudo_labels, cfg.memory
     schedule = (f"two_stage ({t.stage1_epochs} epochs stage 1, stage 2 from the "
                 f"{'best stage-1 checkpoint on the TEST set' if t.stage2_init == 'best' else 'last stage-1 weights'})"
                 if t.schedule == "two_stage" else "single")
@@ -253,44 +210,31 @@ def describe(cfg: Config) -> str:
             f"{cfg.model.arch} (pretrained {cfg.model.pretrained or 'none: random init'}), bn_group_size "
             f"{cfg.model.bn_group_size}, train.amp_dtype {t.amp_dtype} (extraction amp {t.amp_extract}), labeler "
             f"{p.labeler}, pseudo-labels eps {p.eps:.2f} k1 {p.k1} k2 {p.k2}, sampler camera_rule "
-            f"{cfg.data.camera_rule}, erasing {cfg.data.erasing}")
+            f"{cfg.data.camera_rule}, erasing {cfg.data.erasing}, momentum encoder (when used) EMA "
+            f"{m.ema_momentum} forward in {m.ema_forward} mode, EMA of BN buffers {m.ema_buffers}")
 
 
-def resumable(cfg: Config, saved: dict, path: Path) -> None:
-    """One line when ``cfg`` may not resume from checkpoint ``path`` whose config dict is ``saved``."""
-    check_resumable(config_from_dict(saved), cfg, path)
+class ResumeCheck:
+    """May a run of config ``current`` (a ``Config.to_dict()``) resume from a checkpoint whose config
+    dict is ``saved``? One line naming the differing keys otherwise."""
 
+    def __init__(self, current: dict):
+        self.current = current
 
-@dataclass(frozen=True)
-class TrainingParts:
-    """What the :class:`~dmireid.engine.Trainer` runs on: settings, and builders bound to the config."""
-
-    loop: LoopSettings
-    extraction: Extraction
-    objective: ObjectiveSpec
-    config: dict  # Config.to_dict(), stored in every checkpoint
-    description: str  # the run's choices, logged at the start
-    check: Callable[[], None]  # check_training
-    check_cameras: Callable[[Any], None]  # (the training cameras): the camera options need two or more
-    dataset: Callable[[], ReIDDataset]
-    model: Callable[[], ReIDModel]  # initial_model: seeded, then built
-    labeler: Callable[[torch.device], Labeler]
-    optimizer: Callable[[Iterable[torch.nn.Parameter]], tuple]
-    momentum_encoder: Callable[[torch.nn.Module], MomentumEncoder]
-    sampler: Callable[..., ClusterBatchSampler]  # (labels, cameras, epoch, rank, world_size)
-    train_images: Callable[[list], ImageDataset]
-    resumable: Callable[[dict, Path], None]  # (checkpoint's config dict, its path)
-    save_config: Callable[[Path], None]
+    def __call__(self, saved: dict, path: Path) -> None:
+        check_resumable(config_from_dict(saved), config_from_dict(self.current), path)
 
 
 def training(cfg: Config, progress: bool = True) -> TrainingParts:
-    """Every object and setting a training run needs, from ``cfg`` (plug-ins must be imported)."""
-    bind = functools.partial
+    """Every object and setting a training run needs, from ``cfg`` (plug-ins must be imported).
+
+    Builds the initial model (seeded with ``train.seed``) and the labeler (on the run's device);
+    the dataset is loaded by the trainer (rank 0 first under torchrun).
+    """
+    check_training(cfg)
     return TrainingParts(
-        loop=loop(cfg), extraction=extraction(cfg), objective=objective(cfg), config=cfg.to_dict(),
-        description=describe(cfg), check=bind(check_training, cfg), check_cameras=bind(check_cameras, cfg),
-        dataset=bind(training_dataset, cfg),
-        model=bind(initial_model, cfg), labeler=lambda device: labeler(cfg, device, progress),
-        optimizer=bind(optimizer, cfg), momentum_encoder=bind(momentum_encoder, cfg), sampler=bind(sampler, cfg),
-        train_images=bind(train_images, cfg), resumable=bind(resumable, cfg),
-        save_config=bind(save_config, cfg))
+        loop=loop(cfg), dataset=dataset_source(cfg), model=initial_model(cfg),
+        labeler=labeler(cfg, training_device(cfg.device), progress), objective=objective(cfg),
+        extraction=extraction(cfg), optimizer=optimizer(cfg), momentum=momentum_encoder(cfg), sampler=sampler(cfg),
+        train_transform=train_transform(cfg), config=cfg.to_dict(), description=describe(cfg),
+        resume_check=ResumeCheck(cfg.to_dict()))

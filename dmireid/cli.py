@@ -111,10 +111,10 @@ def cmd_check_data(args) -> int:
 # ------------------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
     from . import build
-    from .checkpoint import load_checkpoint
+    from .embedding.checkpoint import load_checkpoint
     from .config import load_config
     from .devices import resolve_device
-    from .inference import evaluate_model, load_encoder
+    from .embedding import evaluate_model, load_encoder
 
     if args.checkpoint and "=" in args.checkpoint and not Path(args.checkpoint).exists():
         args.overrides, args.checkpoint = [args.checkpoint, *args.overrides], None  # a key=value, not a file
@@ -156,7 +156,7 @@ def _import_plugins(args) -> None:
 
 # ------------------------------------------------------------------------------------- using a model
 def _extractor(args):
-    from .inference import FeatureExtractor
+    from .embedding import FeatureExtractor
 
     _import_plugins(args)
     return FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, encoder=args.encoder,
@@ -164,7 +164,8 @@ def _extractor(args):
 
 
 def cmd_extract(args) -> int:
-    from .inference import collect_image_paths, embed_files, save_features, skipped_note
+    from .embedding import collect_image_paths, embed_files, skipped_note
+    from .inference import save_features
 
     paths = collect_image_paths(args.images)
     extractor = _extractor(args)
@@ -178,7 +179,8 @@ def cmd_extract(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .inference import check_compatible, collect_image_paths, load_features, search, skipped_note
+    from .embedding import collect_image_paths, skipped_note
+    from .inference import check_compatible, load_features, search
 
     extractor, gallery_features = _extractor(args), None
     if len(args.gallery) == 1 and args.gallery[0].endswith(".npz"):
@@ -211,7 +213,8 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .inference import FeatureExtractor, check_onnx, export_onnx, onnx_opset
+    from .embedding import FeatureExtractor
+    from .inference import check_onnx, export_onnx, onnx_opset
 
     _import_plugins(args)
     extractor = FeatureExtractor(args.checkpoint, device="cpu", encoder=args.encoder)

@@ -66,7 +66,8 @@ def cmd_index_info(args) -> int:
 
 
 def cmd_index_search(args) -> int:
-    from .inference import GalleryIndex, collect_image_paths
+    from .embedding import collect_image_paths
+    from .inference import GalleryIndex
 
     index = GalleryIndex.open(args.index, checkpoint=args.checkpoint, device=args.device)
     queries = collect_image_paths(args.query)
@@ -94,7 +95,7 @@ def verdict(hits, threshold: float | None) -> str:
 
 def cmd_calibrate(args) -> int:
     from . import build
-    from .checkpoint import load_checkpoint
+    from .embedding.checkpoint import load_checkpoint
     from .config import load_config
     from .errors import DmireidError
     from .inference import calibrate

@@ -11,16 +11,13 @@ against the factories' signatures (:func:`dmireid.registry.check_options`): leni
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from .config_schema import Config
 from .data import check_dataset_options, find_dataset
 from .errors import DmireidError
 from .models import BACKBONES, check_backbone_options
 from .objectives import OBJECTIVES, check_objective_options
 from .pseudo_labels import LABELERS, check_eps, check_labeler_options
-
-if TYPE_CHECKING:
-    from .config import Config
 
 PLUGIN_KINDS = ("objective", "labeler", "backbone", "dataset")
 
@@ -30,7 +27,7 @@ RESUMABLE_KEYS = {"train.epochs", "train.eval_every", "output_dir", "device", "d
                   "train.save_pseudo_labels", "plugins"}
 
 
-def _range_checks(cfg: "Config") -> list[tuple[bool, str]]:
+def _range_checks(cfg: Config) -> list[tuple[bool, str]]:
     d, m, p, mem, t = cfg.data, cfg.model, cfg.pseudo_labels, cfg.memory, cfg.train
     return [
         # train
@@ -110,26 +107,14 @@ def check_pretrained_file(pretrained: str | None) -> None:
                            f"existing weight file")
 
 
-def check_cameras(cfg: "Config", cameras) -> None:
-    """The camera-aware options need a training set with at least two camera ids (checked right
-    after the dataset is loaded, before any extraction): one line naming the option."""
-    if cameras is not None and len(cameras) and int(max(cameras)) > int(min(cameras)):
-        return
-    for on, key in ((cfg.memory.camera_proxies, "memory.camera_proxies"),
-                    (cfg.pseudo_labels.camera_balance, "pseudo_labels.camera_balance")):
-        if on:
-            raise DmireidError(f"{key}=true needs training images from at least two cameras, but every training "
-                               f"image of data.name={cfg.data.name} has the same camera id: set {key}=false")
-
-
-def complete(cfg: "Config") -> None:
+def complete(cfg: Config) -> None:
     """Fill what a shorter setting implies: sets without a margin in ``memory.dcp_margins`` get 0."""
     missing = len(cfg.memory.dcp_updates) - len(cfg.memory.dcp_margins)
     if missing > 0:
         cfg.memory.dcp_margins = [*cfg.memory.dcp_margins, *[0.0] * missing]
 
 
-def validate(cfg: "Config") -> None:
+def validate(cfg: Config) -> None:
     """Range and consistency checks of every key (imports nothing, looks no name up)."""
     complete(cfg)
     for ok, message in _range_checks(cfg):
@@ -139,7 +124,7 @@ def validate(cfg: "Config") -> None:
     _check_device(cfg.device)
 
 
-def _plugin(cfg: "Config", kind: str):
+def _plugin(cfg: Config, kind: str):
     """(name, its registry's lookup, its options check, options) of one plug-in kind of ``cfg``."""
     if kind == "objective":
         return cfg.method, OBJECTIVES.lookup, check_objective_options, cfg.objective_options
@@ -151,7 +136,17 @@ def _plugin(cfg: "Config", kind: str):
     return cfg.data.name, find_dataset, check_dataset_options, cfg.data.options
 
 
-def check_plugins(cfg: "Config", kinds: tuple[str, ...] = PLUGIN_KINDS, strict: bool = False) -> None:
+def plugin_registered(cfg: Config, kind: str) -> bool:
+    """Whether the name ``cfg`` gives plug-in ``kind`` is registered now."""
+    name, lookup, _, _ = _plugin(cfg, kind)
+    try:
+        lookup(name)
+    except DmireidError:
+        return False
+    return True
+
+
+def check_plugins(cfg: Config, kinds: tuple[str, ...] = PLUGIN_KINDS, strict: bool = False) -> None:
     """Each kind's name is registered and its options fit the factory's signature (one line each).
 
     ``strict=False`` (reading a config): a name no registry knows is an error only when ``plugins``
@@ -184,7 +179,7 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_resumable(saved: "Config", cfg: "Config", path: Path) -> None:
+def check_resumable(saved: Config, cfg: Config, path: Path) -> None:
     """Raise a one-line error when ``cfg`` differs from ``saved`` (the config of checkpoint ``path``,
     read with :func:`~dmireid.config.config_from_dict`) beyond RESUMABLE_KEYS."""
     old, new = flatten(saved.to_dict()), flatten(cfg.to_dict())

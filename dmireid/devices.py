@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 
+import os
+
 import torch
 
 from .errors import DmireidError
@@ -44,6 +46,15 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise DmireidError(f"device={name} is not a device name (use cpu, cuda, cuda:N or auto)") from None
+
+
+def training_device(name: str | torch.device | None) -> torch.device:
+    """:func:`resolve_device`, and under a multi-process CUDA launch (``WORLD_SIZE`` > 1) this
+    process's own GPU ``cuda:LOCAL_RANK``."""
+    device = resolve_device(name)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def autocast_dtype(device: torch.device | str, enabled: bool, requested: str = "bf16") -> torch.dtype | None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dmireid.checkpoint import save_checkpoint
+from dmireid.embedding.checkpoint import save_checkpoint
 from dmireid.config import load_config
 from dmireid import build
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dmireid.checkpoint import save_checkpoint
+from dmireid.embedding.checkpoint import save_checkpoint
 from dmireid.config import load_config
 from dmireid.data import build_test_transform
 from dmireid import build

@@ -14,7 +14,8 @@ from dmireid.data import ClusterBatchSampler, build_train_transform
 from dmireid.devices import autocast_dtype
 from dmireid.engine import EvaluationHook, Hook, Trainer, train
 from dmireid.errors import DmireidError
-from dmireid.inference import cluster_folder, evaluate_model, extract_features, group_features
+from dmireid.embedding import evaluate_model, extract_features
+from dmireid.inference import cluster_folder, group_features
 from dmireid.memory import CameraProxies, ClusterProxies, DiscrepantProxies, MomentumEncoder, MultiInstanceProxies
 from dmireid.models import GeM, build_model
 from dmireid.objectives import DMI
@@ -111,8 +112,8 @@ class Recorder(Hook):
         self.moments.append(f"after_iter {iteration}")
 
     def after_epoch(self, trainer):
-        self.moments.append("after_epoch" + (" evaluated" if "mAP" in trainer.record else ""))
-        trainer.record["mine"] = 42
+        self.moments.append("after_epoch" + (" evaluated" if "mAP" in trainer.storage else ""))
+        trainer.storage.put(mine=42)
 
     def after_train(self, trainer):
         self.moments.append("after_train")
@@ -139,8 +140,8 @@ def test_hooks_add_to_the_defaults_and_see_every_moment(tmp_path):
 
 def test_stage_two_starts_from_the_best_weights_without_the_checkpoint_hook(tmp_path, caplog):
     cfg = tiny(tmp_path, "two", "train.schedule=two_stage", "train.epochs=2", "train.stage1_epochs=1")
-    trainer = Trainer(cfg, progress=False, default_hooks=False)
-    trainer.hooks = [EvaluationHook(trainer.evaluate, 1, 2)]  # evaluation, but no checkpoint hook: no best.pt
+    trainer = Trainer.from_config(cfg, progress=False, default_hooks=False)
+    trainer.hooks = [EvaluationHook(trainer.evaluate_encoders, 1, 2)]  # evaluation, but no checkpoint hook: no best.pt
     trainer.setup()
     seen = {}
     start = trainer.start_stage_two

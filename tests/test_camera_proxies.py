@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dmireid import build
 from dmireid.config import MemoryConfig
 from dmireid.memory import CameraProxies, camera_centroids
 from dmireid.objectives import ClusterContrast, DMI, ObjectiveContext
@@ -142,18 +143,23 @@ def test_camera_centroids_order_and_state_dict_round_trip():
 
 def context(stage=2, camera_proxies=True, seed=0):
     features, labels, cameras = epoch_data(seed)
-    settings = MemoryConfig(mip_instances=3, camera_proxies=camera_proxies, camera_intra_weight=0.7,
-                            camera_inter_weight=0.3, camera_hard_negatives=4)
     return ObjectiveContext(features=features, labels=labels, cameras=cameras, epoch=0, stage=stage, seed=11,
-                            device=torch.device("cpu"), settings=settings,
-                            embed_momentum=lambda rows: features[torch.as_tensor(rows)])
+                            device=torch.device("cpu"), embed_momentum=lambda rows: features[torch.as_tensor(rows)])
+
+
+def settings(method, camera_proxies=True):
+    """The method's own settings dataclass, as dmireid.build fills it from a ``memory`` section."""
+    return build.objective_settings(method.settings_class, MemoryConfig(
+        mip_instances=3, camera_proxies=camera_proxies, camera_intra_weight=0.7, camera_inter_weight=0.3,
+        camera_hard_negatives=4))
 
 
 @pytest.mark.parametrize("method, stage", [(DMI, 2), (DMI, 1), (ClusterContrast, 2)])
 def test_camera_terms_add_to_the_method_loss_and_leave_its_memories_alone(method, stage):
     """loss(with) = loss(without) + w_intra·L_intra + w_inter·L_inter; the CC proxies, DCP sets and
     MIP instances receive exactly the same updates with and without the camera terms."""
-    with_cam, without = method.build(context(stage)), method.build(context(stage, camera_proxies=False))
+    with_cam = method.build(context(stage), settings(method))
+    without = method.build(context(stage), settings(method, camera_proxies=False))
     assert with_cam.needs_cameras and not without.needs_cameras
     _, labels, cameras = epoch_data()
     for step, rows in enumerate(([0, 4, 1, 5, 32, 33, 2, 6], [8, 9, 10, 11, 12, 13, 34, 35])):
@@ -179,8 +185,8 @@ def test_camera_terms_add_to_the_method_loss_and_leave_its_memories_alone(method
 def test_options_off_build_no_camera_memory_and_old_plugins_are_called_without_cameras():
     from dmireid.objectives import Objective
 
-    objective = DMI.build(context(camera_proxies=False))
+    objective = DMI.build(context(), settings(DMI, camera_proxies=False))
     assert objective.camera_memory is None and not objective.needs_cameras
     assert Objective.needs_cameras is False  # a plug-in written before cameras: loss(f, y), update(f, fm, y)
     with pytest.raises(RuntimeError, match="cameras"):
-        DMI.build(context()).loss(unit(2, D), torch.tensor([0, 1]))
+        DMI.build(context(), settings(DMI)).loss(unit(2, D), torch.tensor([0, 1]))

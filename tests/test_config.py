@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from dmireid.config import PRESET_DIR, Config, load_config, parse_overrides, save_config
-from dmireid.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from dmireid.embedding.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from dmireid.errors import DmireidError
 
 PRESETS = ["cc_market1501", "dmi_market1501", "dmi_msmt17", "dmi_dukemtmc", "dmi_veri776", "demo", "smoke"]

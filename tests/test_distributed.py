@@ -28,7 +28,7 @@ DRIVER = textwrap.dedent('''
 
     out, *overrides = sys.argv[1:]
     torch.set_num_threads(1)
-    trainer = Trainer(load_config("smoke", overrides), progress=False)
+    trainer = Trainer.from_config(load_config("smoke", overrides), progress=False)
     dump = Dump()
     trainer.hooks = [dump] + trainer.default_hooks()
     trainer.setup()

@@ -8,7 +8,7 @@ import torch
 
 from dmireid.cli import main
 from dmireid.config import load_config
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from dmireid.engine import train
 
 REQUIRED = {"epoch", "num_clusters", "num_outliers", "loss", "nmi", "ari", "pair_precision", "pair_recall", "lr"}

@@ -13,7 +13,8 @@ from PIL import Image
 
 from dmireid.cli import main
 from dmireid.errors import DmireidError
-from dmireid.inference import FeatureExtractor, GalleryIndex, weights_fingerprint
+from dmireid.embedding import FeatureExtractor, weights_fingerprint
+from dmireid.inference import GalleryIndex
 from dmireid.inference.gallery import camera_of
 
 pytest.importorskip("faiss")

@@ -19,15 +19,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dmireid import devices
-from dmireid.checkpoint import save_checkpoint
+from dmireid.embedding.checkpoint import save_checkpoint
 from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid.data import build_test_transform
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import loss_keys, plot_training_curves
 from dmireid import build
-from dmireid.inference import FeatureExtractor, extract_features, extract_from_dataset
-from dmireid.inference.inputs import ImageItems
+from dmireid.embedding import FeatureExtractor, extract_features, extract_from_dataset
+from dmireid.embedding.inputs import ImageItems
 
 
 @pytest.fixture(scope="module")
@@ -235,10 +235,10 @@ SHARD_DRIVER = """
 import sys
 import torch
 from dmireid import distributed as dist
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from dmireid.config import load_config
 from dmireid import build
-from dmireid.inference import extract_features
+from dmireid.embedding import extract_features
 
 torch.set_num_threads(1)
 dist.init_distributed(torch.device("cpu"))

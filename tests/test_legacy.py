@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from dmireid.cli import main
 from dmireid.config import load_config, upgrade_config_dict
 

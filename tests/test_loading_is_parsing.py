@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from dmireid import build
-from dmireid.checkpoint import load_checkpoint, save_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint, save_checkpoint
 from dmireid.cli import main
 from dmireid.config import config_from_dict, load_config
-from dmireid.inference import FeatureExtractor, cluster_folder, export_onnx, load_encoder, visualize_run
+from dmireid.embedding import FeatureExtractor, load_encoder
+from dmireid.inference import cluster_folder, export_onnx, visualize_run
 from dmireid.models import BACKBONES, register_backbone
 
 MARKER_PLUGIN = '''

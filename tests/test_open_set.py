@@ -8,7 +8,7 @@ import pytest
 import torch
 from gallery_support import tiny_checkpoint
 
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid.engine.hooks import OpenSetHook
@@ -16,7 +16,8 @@ from dmireid.errors import DmireidError
 from dmireid.evaluation.open_set import (estimate_threshold, match_rates, sample_between_pairs,
                                          sample_within_pairs)
 from dmireid import build
-from dmireid.inference import FeatureExtractor, GalleryIndex, weights_fingerprint
+from dmireid.embedding import FeatureExtractor, weights_fingerprint
+from dmireid.inference import GalleryIndex
 from dmireid.pseudo_labels import JaccardDBSCAN
 
 
@@ -114,7 +115,8 @@ def test_calibrate_stores_the_threshold_and_keeps_the_checkpoint(synthetic_ckpt,
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
     # the same images and labeler in Python (dry run) give the same estimate
     fx = FeatureExtractor(synthetic_ckpt, device="cpu")
-    from dmireid.inference import calibrate, collect_image_paths
+    from dmireid.embedding import collect_image_paths
+    from dmireid.inference import calibrate
 
     labeler = build.labeler(load_config(base=before["config"]), progress=False)  # what the command builds
     again = calibrate(synthetic_ckpt, [folder], labeler, 0.02, write=False)
@@ -143,7 +145,7 @@ def test_open_set_hook_stores_the_final_encoders_threshold(synthetic_ckpt, synth
     run.mkdir()
     torch.save({**state, "ema_model": momentum.state_dict()}, run / "last.pt")
     from dmireid.data import load_dataset
-    from dmireid.inference import extract_features
+    from dmireid.embedding import extract_features
 
     train = load_dataset("market1501", synthetic_root).train
     trainer = SimpleNamespace(ema=SimpleNamespace(module=momentum), unwrapped=None, epoch=1,

@@ -8,7 +8,7 @@ from dmireid import build
 from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid.engine import Trainer
-from dmireid.inference import evaluate_model
+from dmireid.embedding import evaluate_model
 
 
 def test_random_init_is_repeatable_and_is_the_training_start(tmp_path, capsys):
@@ -22,7 +22,7 @@ def test_random_init_is_repeatable_and_is_the_training_start(tmp_path, capsys):
     assert outputs[0] == outputs[1]  # two calls, the same numbers
 
     cfg = load_config("smoke", [f"data.root={root}", f"output_dir={tmp_path / 'run'}"])
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer.from_config(cfg, progress=False)
     trainer.prepare()  # exactly what training does before its first epoch
     ex = build.extraction(cfg)
     start = evaluate_model(trainer.unwrapped, trainer.dataset, ex.height, ex.width, torch.device("cpu"), ex.batch_size,

@@ -61,7 +61,7 @@ def imagenet_map(seed: int = 1) -> float:
     from dmireid import build
     from dmireid.config import load_config
     from dmireid.data import load_dataset
-    from dmireid.inference import evaluate_model
+    from dmireid.embedding import evaluate_model
 
     cfg = load_config("dmi_market1501", [*SETTINGS, f"train.seed={seed}"])
     dataset = load_dataset("market1501", str(DATA))

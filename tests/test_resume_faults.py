@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from dmireid.config import load_config
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from dmireid.engine import train
 from dmireid.errors import DmireidError
 

@@ -18,9 +18,10 @@ pytest.importorskip("starlette", reason="the serve extra (pip install dmireid[se
 pytest.importorskip("python_multipart", reason="the serve extra (pip install dmireid[serve]) is not installed")
 from starlette.testclient import TestClient  # noqa: E402
 
-from dmireid.checkpoint import save_checkpoint  # noqa: E402
+from dmireid.embedding.checkpoint import save_checkpoint  # noqa: E402
 from dmireid.cli import main  # noqa: E402
-from dmireid.inference import FeatureExtractor, GalleryIndex  # noqa: E402
+from dmireid.embedding import FeatureExtractor  # noqa: E402
+from dmireid.inference import GalleryIndex
 from dmireid.serve import binding_note, is_loopback  # noqa: E402
 from dmireid.serve.app import ServeSettings, create_app  # noqa: E402
 from dmireid.serve.uploads import UploadError, decode_upload  # noqa: E402

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dmireid.checkpoint import load_checkpoint
+from dmireid.embedding.checkpoint import load_checkpoint
 from test_resume_faults import assert_same_run, run_cli
 
 TWO_STAGE = ["--config", "smoke", "train.schedule=two_stage", "train.stage1_epochs=1", "train.epochs=3",
@@ -17,18 +17,20 @@ def args(tmp_path, name="run"):
 
 
 def die_once(marker, target):
-    """A prelude that SIGKILLs the process once, right after ``Trainer.<target>`` returns."""
+    """A prelude that SIGKILLs the process once, right after ``Trainer.<target>`` returns (``step``:
+    after a :class:`~dmireid.engine.TrainStep` call of the third epoch)."""
+    owner, method = ("TrainStep", "__call__") if target == "step" else ("Trainer", target)
     return (
         "import os, signal\n"
-        "from dmireid.engine import trainer as _t\n"
-        f"_orig = _t.Trainer.{target}\n"
+        "import dmireid.engine as _e\n"
+        f"_orig = _e.{owner}.{method}\n"
         "def _dying(self, *a, **k):\n"
         "    out = _orig(self, *a, **k)\n"
-        f"    if {target!r} != 'step' or self.epoch == 2:\n"
+        f"    if {target!r} != 'step' or a[0].epoch == 2:\n"
         f"        if not os.path.exists({str(marker)!r}):\n"
         f"            open({str(marker)!r}, 'w').close(); os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return out\n"
-        f"_t.Trainer.{target} = _dying\n"
+        f"_e.{owner}.{method} = _dying\n"
     )
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 from dmireid.cli import main
 from dmireid.config import load_config
 from dmireid import build
-from dmireid.checkpoint import save_checkpoint
-from dmireid.inference import FeatureExtractor, collect_image_paths, extract_features, infer_resnet_arch
+from dmireid.embedding.checkpoint import save_checkpoint
+from dmireid.embedding import FeatureExtractor, collect_image_paths, extract_features, infer_resnet_arch
 from dmireid.inference import renumber_by_size, write_clusters_csv
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import draw_rank_strip, plot_training_curves, rank_gallery

@@ -18,6 +18,8 @@ from .samples import Sample
 
 log = logging.getLogger(__name__)
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # the files a folder of images is read for
+
 
 def read_image(path: str) -> Image.Image:
     """Fully decoded RGB PIL image (raises OSError and friends on a broken file)."""

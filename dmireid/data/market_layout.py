@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DmireidError
+from .images import IMAGE_EXTENSIONS
 from .samples import ReIDDataset, Sample
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 

@@ -1,11 +1,13 @@
 """Cross-cutting concerns of the epoch loop as hooks that hold their own logic.
 
 A hook's methods receive the trainer, from which the built-in hooks read plain data only
-(``epoch``, ``record`` — the current epoch's metrics dict —, ``improved`` and ``last_logged_loss``);
-what they do (evaluate, build a checkpoint payload) is a function given to their constructor. Hooks
-run in list order; the default order is progress → pseudo-labels → evaluation → (the user's hooks)
-→ metrics → checkpoint → open set, so a checkpoint always holds the metrics of its own
-epoch, and the open-set threshold is added to the final ``last.pt`` after training.
+(``epoch``, ``storage`` — the epoch's results, :class:`~dmireid.engine.events.EventStorage` —,
+``best`` and ``last_logged_loss``); what they do (evaluate, build a checkpoint payload, embed the
+training set) is a function given to their constructor. An epoch ends in two moments:
+``after_epoch``, where producers put results (evaluation, the user's hooks), then — after the
+trainer updated ``best`` — ``write_epoch``, where writers save them (metrics, checkpoints). So a
+checkpoint always holds the metrics of its own epoch and ``best.pt`` follows ``best`` whatever the
+order of the hook list; the open-set threshold is added to the final ``last.pt`` after training.
 """
 
 from __future__ import annotations
@@ -15,34 +17,35 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import distributed as dist
-from ..checkpoint import save_checkpoint
+from ..embedding.checkpoint import save_checkpoint, store_open_set
 from ..errors import DmireidError
 from ..evaluation.open_set import estimate_threshold
-from ..inference.calibration import store_open_set
-from ..inference.loading import weights_fingerprint
 from ..progress import interactive, progress_bar
 from ..run_files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS, PSEUDO_LABELS_DIR, TENSORBOARD_DIR
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 log = logging.getLogger("dmireid.train")
 
 
 class Hook:
-    """Base class: override the moments you need."""
+    """Base class: override the moments you need; each receives the trainer
+    (:class:`~dmireid.engine.Trainer`)."""
 
-    def before_train(self, trainer: "Trainer") -> None: ...
-    def before_epoch(self, trainer: "Trainer") -> None: ...
-    def after_pseudo_labels(self, trainer: "Trainer", labels: np.ndarray) -> None: ...
-    def after_iter(self, trainer: "Trainer", iteration: int) -> None: ...
-    def after_epoch(self, trainer: "Trainer") -> None: ...
-    def after_train(self, trainer: "Trainer") -> None: ...
+    def before_train(self, trainer) -> None: ...
+    def before_epoch(self, trainer) -> None: ...
+    def after_pseudo_labels(self, trainer, labels: np.ndarray) -> None: ...
+    def after_iter(self, trainer, iteration: int) -> None: ...
+    def after_epoch(self, trainer) -> None:
+        """Put this epoch's results: ``trainer.storage.put(key=value)``."""
+
+    def write_epoch(self, trainer) -> None:
+        """Save the epoch's results (``trainer.storage.latest``): every ``after_epoch`` has run."""
+
+    def after_train(self, trainer) -> None: ...
 
 
 class ProgressHook(Hook):
@@ -93,7 +96,7 @@ class PseudoLabelsHook(Hook):
 
 
 class EvaluationHook(Hook):
-    """Adds ``evaluate()``'s metrics to the record every ``every`` epochs and after the last one."""
+    """Puts ``evaluate()``'s metrics in the storage every ``every`` epochs and after the last one."""
 
     def __init__(self, evaluate: Callable[[], dict[str, float]], every: int, epochs: int, enabled: bool = True):
         self.evaluate, self.every, self.epochs, self.enabled = evaluate, every, epochs, enabled
@@ -101,7 +104,7 @@ class EvaluationHook(Hook):
     def after_epoch(self, trainer):
         last = trainer.epoch + 1 == self.epochs
         if self.enabled and ((trainer.epoch + 1) % self.every == 0 or last):
-            trainer.record.update(self.evaluate())
+            trainer.storage.put(**self.evaluate())
 
 
 class MetricsHook(Hook):
@@ -122,10 +125,10 @@ class MetricsHook(Hook):
         except ImportError:
             log.info("tensorboard not installed: metrics go to %s only", METRICS)
 
-    def after_epoch(self, trainer):
+    def write_epoch(self, trainer):
         if not dist.is_main():
             return
-        record = {k: v for k, v in trainer.record.items() if not (isinstance(v, float) and not math.isfinite(v))}
+        record = {k: v for k, v in trainer.storage.latest.items() if not (isinstance(v, float) and not math.isfinite(v))}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         log.info(format_record(record))
@@ -141,8 +144,8 @@ class MetricsHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Saves ``last.pt`` every epoch and ``best.pt`` when this epoch's evaluation improved the
-    trainer's ``best`` (``trainer.improved``; the trainer owns ``best``) — rank 0 writes.
+    """Saves ``last.pt`` every epoch and ``best.pt`` when ``trainer.best`` is this epoch's (the
+    trainer owns ``best`` and updates it before ``write_epoch``) — rank 0 writes.
 
     ``payload()`` returns the dict to save.
     """
@@ -150,11 +153,11 @@ class CheckpointHook(Hook):
     def __init__(self, run_dir: Path, payload: Callable[[], dict[str, Any]]):
         self.run_dir, self.payload = Path(run_dir), payload
 
-    def after_epoch(self, trainer):
+    def write_epoch(self, trainer):
         if dist.is_main():
             payload = self.payload()
             save_checkpoint(payload, self.run_dir / LAST_CHECKPOINT)
-            if trainer.improved:
+            if trainer.best["epoch"] == trainer.epoch:
                 save_checkpoint(payload, self.run_dir / BEST_CHECKPOINT)
         dist.barrier()
 
@@ -162,15 +165,17 @@ class CheckpointHook(Hook):
 class OpenSetHook(Hook):
     """After training: the open-set distance threshold of the final encoder, stored in ``last.pt``.
 
-    Keeps each epoch's pseudo-labels (``after_pseudo_labels``); at ``after_train`` it embeds the
-    training images with the encoder a user of the checkpoint gets (θ' when the run has one, else θ),
-    estimates the threshold at ``false_match_rate`` from the last epoch's clusters
+    Keeps each epoch's pseudo-labels (``after_pseudo_labels``); at ``after_train`` it calls
+    ``embed()`` — the training images embedded by the encoder a user of the checkpoint gets:
+    (N×d features, N readable mask, encoder name, weights fingerprint), on every rank —, estimates
+    the threshold at ``false_match_rate`` from the last epoch's clusters
     (:func:`~dmireid.evaluation.open_set.estimate_threshold`) and rewrites ``last.pt`` atomically with
     an ``open_set`` entry (rank 0). A run resumed after its last epoch has no labels: nothing is done.
     """
 
-    def __init__(self, run_dir: Path, false_match_rate: float = 0.01):
-        self.path, self.false_match_rate = Path(run_dir) / LAST_CHECKPOINT, false_match_rate
+    def __init__(self, run_dir: Path, embed: Callable[[], tuple[Any, np.ndarray, str, str]],
+                 false_match_rate: float = 0.01):
+        self.path, self.embed, self.false_match_rate = Path(run_dir) / LAST_CHECKPOINT, embed, false_match_rate
         self.labels: np.ndarray | None = None
         self.labels_epoch = -1
 
@@ -180,16 +185,14 @@ class OpenSetHook(Hook):
     def after_train(self, trainer):
         if self.labels is None:
             return
-        encoder = trainer.ema.module if trainer.ema is not None else trainer.unwrapped
-        features, ok = trainer.extract(encoder, trainer.dataset.train, "extract train (open-set threshold)")
+        features, ok, encoder, fingerprint = self.embed()
         if dist.is_main():
             try:
                 estimate = estimate_threshold(features, np.where(ok, self.labels, -1), self.false_match_rate)
             except DmireidError as exc:
                 log.warning("open-set threshold not estimated: %s", exc)
             else:
-                estimate.update(encoder="momentum" if trainer.ema is not None else "online",
-                                fingerprint=weights_fingerprint(encoder.state_dict()),
+                estimate.update(encoder=encoder, fingerprint=fingerprint,
                                 estimated_from=f"training (pseudo-labels of epoch {self.labels_epoch + 1})")
                 store_open_set(self.path, estimate)
                 log.info("open-set threshold %.4f (cosine distance, %.1f%% false matches between clusters) "

@@ -1,7 +1,7 @@
 """What a training run sets up before its loop: device, data, model, optimiser, precision; resuming.
 
 :class:`TrainingSession` is the base of :class:`~dmireid.engine.trainer.Trainer`; it holds no loop
-and reads no config: everything comes from :class:`~dmireid.build.TrainingParts`.
+and reads no config: everything comes from :class:`~dmireid.engine.parts.TrainingParts`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import numpy as np
 import torch
 
 from .. import distributed as dist
-from ..build import TrainingParts
-from ..checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from ..devices import autocast, autocast_dtype, needs_grad_scaler, resolve_device
+from ..devices import autocast, autocast_dtype, needs_grad_scaler, training_device
+from ..embedding import evaluate_model
+from ..embedding.checkpoint import (CONFIG_KEY, EMA_MODEL_KEY, MODEL_KEY, capture_rng_state, load_checkpoint,
+                                    restore_rng_state, training_checkpoint)
 from ..errors import DmireidError
-from ..inference import evaluate_model, extract_features
 from ..memory import MomentumEncoder
-from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT
+from ..run_files import BEST_CHECKPOINT, CONFIG, LAST_CHECKPOINT, write_run_config
 from ..seeding import seed_everything
+from .events import EventStorage
+from .parts import TrainingParts
 
 log = logging.getLogger("dmireid.train")
 
@@ -34,19 +36,17 @@ class TrainingSession:
     def __init__(self, parts: TrainingParts, progress: bool = True):
         self.parts, self.loop, self.progress = parts, parts.loop, progress
         self.run_dir = self.loop.run_dir
-        self.device = resolve_device(self.loop.device)
+        self.device = training_device(self.loop.device)
         if self.device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(self.device)
         self.rank, self.world_size = dist.init_distributed(self.device)
         self.amp_dtype = autocast_dtype(self.device, self.loop.amp, self.loop.amp_dtype)
         self.ema = None  # MomentumEncoder θ', when the objective uses one
         self.epoch = 0  # epochs finished
         self.best: dict[str, Any] = {"mAP": -1.0, "epoch": -1, "encoder": ""}  # best on test (labelled as such)
-        self.improved = False  # this epoch's evaluation improved ``best``
         self.stage2_start: dict[str, torch.Tensor] | None = None  # θ at the best stage-1 epoch (CPU)
         self.empty_epochs = 0  # consecutive epochs without clusters
-        self.record: dict[str, Any] = {}  # this epoch's metrics
+        self.storage = EventStorage()  # the epochs' results (metrics.jsonl, checkpoints, hooks read it)
         self.last_logged_loss: float | None = None
 
     def prepare(self) -> None:
@@ -62,14 +62,13 @@ class TrainingSession:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DmireidError(f"output_dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from None
-        self.parts.check()
         self.dataset = self.load_data()
         self.train_identities = np.array([pid for _, pid, _ in self.dataset.train], dtype=np.int64)  # N, -1 unknown
         self.train_cameras = np.array([cam for _, _, cam in self.dataset.train], dtype=np.int64)  # N, 0..
         if dist.is_main() and not self.train_cameras.any():
             log.info("the training set has one camera (every camera id is 0)")
-        self.parts.check_cameras(self.train_cameras)
-        self.model = self.parts.model().to(self.device)
+        self.check_cameras()
+        self.model = self.parts.model.to(self.device)
         if self.use_channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.world_size > 1:
@@ -79,7 +78,7 @@ class TrainingSession:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False)
-        self.optimizer, self.scheduler = self.parts.optimizer(self.model.parameters())
+        self.optimizer, self.scheduler = self.parts.optimizer.build(self.model.parameters())
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.amp_dtype))
 
     def release_process_group(self) -> None:
@@ -94,12 +93,13 @@ class TrainingSession:
 
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        self.parts.resumable(state["config"], path)
-        self.unwrapped.load_state_dict(state["model"])
-        if state.get("ema_model") is not None:
+        if self.parts.resume_check is not None:
+            self.parts.resume_check(state[CONFIG_KEY], path)
+        self.unwrapped.load_state_dict(state[MODEL_KEY])
+        if state.get(EMA_MODEL_KEY) is not None:
             if self.ema is None:
                 self.ema = self.momentum_encoder()
-            self.ema.module.load_state_dict(state["ema_model"])
+            self.ema.module.load_state_dict(state[EMA_MODEL_KEY])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -109,32 +109,35 @@ class TrainingSession:
         self.stage2_start = None if saved is None else {k: v.cpu() for k, v in saved.items()}
         best = self.run_dir / BEST_CHECKPOINT  # a 0.1 run in stage 1: its stage-2 start is best.pt's θ
         if "stage2_start" not in state and self.awaits_stage_two() and best.exists():
-            self.stage2_start = load_checkpoint(best, map_location="cpu")["model"]
+            self.stage2_start = load_checkpoint(best, map_location="cpu")[MODEL_KEY]
         restore_rng_state(state["rng"])
         if dist.is_main():
-            self.parts.save_config(self.run_dir / CONFIG)
+            write_run_config(self.parts.config, self.run_dir / CONFIG)
             log.info("resumed from %s at epoch %d", path, self.epoch)
 
     def checkpoint_payload(self) -> dict[str, Any]:
-        return {
-            "config": self.parts.config,
-            "epoch": self.epoch + 1,
-            "model": self.unwrapped.state_dict(),
-            "ema_model": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best": dict(self.best),
-            "stage2_start": self.stage2_start,  # None once stage 2 started
-            "empty_epochs": self.empty_epochs,
-            "metrics": dict(self.record),
-            "rng": capture_rng_state(),
-        }
+        return training_checkpoint(
+            config=self.parts.config, epoch=self.epoch + 1, model=self.unwrapped.state_dict(),
+            ema_model=self.ema.module.state_dict() if self.ema is not None else None,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(), best=dict(self.best),
+            stage2_start=self.stage2_start,  # None once stage 2 started
+            empty_epochs=self.empty_epochs, metrics=self.storage.latest, rng=capture_rng_state())
 
     def awaits_stage_two(self) -> bool:
         """A two_stage run with ``stage2_init=best`` whose stage 2 has not begun."""
         s = self.loop
         return s.schedule == "two_stage" and s.stage2_init == "best" and self.epoch <= s.stage1_epochs
+
+    def check_cameras(self) -> None:
+        """The camera-aware options need training images from at least two camera ids (checked right
+        after the dataset is loaded, before any extraction): one line naming the option."""
+        cameras = self.train_cameras
+        if not self.loop.camera_options or (len(cameras) and int(cameras.max()) > int(cameras.min())):
+            return
+        key = self.loop.camera_options[0]
+        raise DmireidError(f"{key}=true needs training images from at least two cameras, but every training "
+                           f"image of data.name={self.dataset.name} has the same camera id: set {key}=false")
 
     def check_divisible(self) -> None:
         clusters = self.loop.clusters_per_batch
@@ -162,18 +165,17 @@ class TrainingSession:
     def load_data(self):
         """Rank 0 first (it may generate the synthetic set), then the others."""
         if dist.is_main():
-            dataset = self.parts.dataset()
+            dataset = self.parts.load_dataset()
         dist.barrier()
         if not dist.is_main():
-            dataset = self.parts.dataset()
+            dataset = self.parts.load_dataset()
         return dataset
 
     def extract(self, model: torch.nn.Module, samples, description: str) -> tuple[torch.Tensor, np.ndarray]:
         """Features (N×d CPU unit rows) and readable mask of ``samples`` with ``model`` (all ranks)."""
-        ex = self.parts.extraction
-        return extract_features(model, samples, ex.height, ex.width, ex.batch_size, self.device, ex.num_workers,
-                                amp=self.extract_amp, channels_last=self.use_channels_last, progress=self.progress,
-                                description=description)
+        return self.parts.extraction.extract(model, samples, self.device, amp=self.extract_amp,
+                                             channels_last=self.use_channels_last, progress=self.progress,
+                                             description=description)
 
     def handle_unreadable_batch(self, bad_index: torch.Tensor) -> None:
         path = self.dataset.train[int(bad_index[0])][0]
@@ -202,25 +204,28 @@ class TrainingSession:
                 out.update({f"{k}{suffix}": v for k, v in metrics.items()})
         return out
 
-    def evaluate(self) -> dict[str, float]:
-        """θ's (and θ''s) test metrics; updates ``best`` and, in stage 1 with ``train.stage2_init=best``,
-        the weights stage 2 starts from (the one place either changes)."""
-        metrics = self.evaluate_encoders()
-        candidates = [(metrics[k], name) for k, name in (("mAP", "online"), ("mAP_ema", "momentum")) if k in metrics]
+    def update_best(self, results: dict[str, Any]) -> None:
+        """``best`` from this epoch's ``results`` (mAP of θ / θ', when evaluated) and, in stage 1 with
+        ``train.stage2_init=best``, the weights stage 2 starts from: the one place either changes,
+        run by the trainer after every hook's ``after_epoch`` and before any ``write_epoch``."""
+        candidates = [(results[k], name) for k, name in (("mAP", "online"), ("mAP_ema", "momentum")) if k in results]
         if candidates and max(candidates)[0] > self.best["mAP"]:
             value, encoder = max(candidates)
             self.best.update(mAP=value, epoch=self.epoch, encoder=encoder)
-            self.improved = True
             if self.loop.stage(self.epoch) == 1 and self.loop.stage2_init == "best":
                 self.stage2_start = {k: v.detach().cpu().clone() for k, v in self.unwrapped.state_dict().items()}
-        return metrics
+
+    @property
+    def improved(self) -> bool:
+        """This epoch's evaluation improved ``best``."""
+        return self.best["epoch"] == self.epoch
 
     def results(self) -> dict[str, Any]:
         """Final metrics: the last epoch's record plus the best-on-test epoch (labelled as such)."""
-        return {"last": dict(self.record), "best_on_test": dict(self.best), "run_dir": str(self.run_dir)}
+        return {"last": self.storage.latest, "best_on_test": dict(self.best), "run_dir": str(self.run_dir)}
 
     def momentum_encoder(self) -> MomentumEncoder:  # θ': EMA of parameters (and BN buffers if memory.ema_buffers)
-        return self.parts.momentum_encoder(self.unwrapped)
+        return self.parts.momentum.build(self.unwrapped)
 
     def uses_momentum_encoder(self, epoch: int) -> bool:
         return self.parts.objective.uses_momentum_encoder(self.loop.stage(epoch))

@@ -4,9 +4,10 @@
     from dmireid.engine import train
     results = train(load_config("smoke", ["output_dir=runs/x"]))
 
-The trainer reads no config: :mod:`dmireid.build` turns it into the objects and settings it runs on
-(``self.parts``: the registered objective ``method``, the labeler ``pseudo_labels.labeler``, the
-data, model, optimiser and sampler builders). It holds the loop, the optimisation step and the
+The trainer reads no config: :func:`dmireid.build.training` turns one into the objects and values
+it runs on (:class:`~dmireid.engine.parts.TrainingParts`: the initial model, the labeler, the
+objective with its settings, the data source, the optimiser and sampler settings);
+``Trainer(parts)`` takes them, ``Trainer.from_config(cfg)`` is the one-line convenience. It holds the loop, the optimisation step and the
 state that crosses layers, one owner each: ``best`` (updated where the evaluation runs), the
 stage-2 start weights and the epoch's labels. Checkpoints are written at epoch ends, where the
 objective is rebuilt from the model anyway (cluster ids change every epoch), so a checkpoint needs
@@ -25,55 +26,68 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import build
 from .. import distributed as dist
-from ..config import Config
+from ..data import ImageDataset
+from ..embedding import weights_fingerprint
 from ..errors import DmireidError
-from ..objectives import ObjectiveContext, build_objective
+from ..objectives import ObjectiveContext
 from ..pseudo_labels import call_labeler, camera_spread, label_quality
-from ..run_files import CONFIG, LAST_CHECKPOINT
+from ..run_files import CONFIG, LAST_CHECKPOINT, write_run_config
 from ..seeding import epoch_seed, seed_everything
 from .hooks import (CheckpointHook, EvaluationHook, Hook, MetricsHook, OpenSetHook, ProgressHook,
                     PseudoLabelsHook)
 from .loader import train_loader
+from .parts import TrainingParts
 from .session import TrainingSession
+from .step import Batch, TrainStep
 
 log = logging.getLogger("dmireid.train")
 
 
 class Trainer(TrainingSession):
-    """The epoch loop and the optimisation step (set-up lives in :class:`TrainingSession`).
+    """The epoch loop (set-up lives in :class:`TrainingSession`, one step in :class:`TrainStep`).
 
-    ``hooks`` are added to the default ones (progress, pseudo-label files, evaluation, metrics,
-    checkpoints): they run after the evaluation and before ``metrics.jsonl`` and the checkpoints
-    are written, so what they add to ``record`` is saved. ``default_hooks=False``: ``hooks`` only.
+    ``hooks`` are added after the default ones (progress, pseudo-label files, evaluation, metrics,
+    checkpoints, open set); ``default_hooks=False``: ``hooks`` only. Every hook's ``after_epoch``
+    runs before any ``write_epoch``, so what a hook puts in ``storage`` is in ``metrics.jsonl`` and
+    the checkpoint whatever the order of the list.
     """
 
     log_every = 20
 
-    def __init__(self, cfg: Config, hooks: list[Hook] | None = None, progress: bool = True, *,
+    def __init__(self, parts: TrainingParts, hooks: list[Hook] | None = None, progress: bool = True, *,
                  default_hooks: bool = True):
-        build.import_plugins(cfg)  # every rank: the plug-ins' names, then every name and option checked
-        super().__init__(build.training(cfg, progress), progress)
-        self.labeler = self.parts.labeler(self.device)
+        super().__init__(parts, progress)
+        self.labeler = parts.labeler
         self.objective = None  # this epoch's objective (memories + loss)
-        self.hooks = self.arrange_hooks(list(hooks or []), default_hooks)
+        self.step = TrainStep()  # called as self.step(self, batch): replace or wrap it freely
+        self.hooks = (self.default_hooks() if default_hooks else []) + list(hooks or [])
+
+    @classmethod
+    def from_config(cls, cfg, hooks: list[Hook] | None = None, progress: bool = True, *,
+                    default_hooks: bool = True) -> "Trainer":
+        """``Trainer(build.training(cfg), ...)`` after importing the config's plug-ins (every rank)."""
+        from .. import build  # the composition root sits above the engine: imported here only
+
+        build.import_plugins(cfg)
+        return cls(build.training(cfg, progress), hooks=hooks, progress=progress, default_hooks=default_hooks)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """Deprecated: this epoch's results; read ``storage.latest``, write ``storage.put(...)``."""
+        from ..deprecation import warn_moved
+
+        warn_moved("Trainer.record", "Trainer.storage (latest / put)")
+        return self.storage.current
 
     def default_hooks(self) -> list[Hook]:
         s = self.loop
         hooks: list[Hook] = [ProgressHook(s.iters, s.epochs, s.batch_size, self.progress, self.log_every)]
         if s.save_pseudo_labels:
             hooks.append(PseudoLabelsHook(self.run_dir))
-        return hooks + [EvaluationHook(self.evaluate, s.eval_every, s.epochs), MetricsHook(self.run_dir),
+        return hooks + [EvaluationHook(self.evaluate_encoders, s.eval_every, s.epochs), MetricsHook(self.run_dir),
                         CheckpointHook(self.run_dir, self.checkpoint_payload),
-                        OpenSetHook(self.run_dir)]
-
-    def arrange_hooks(self, hooks: list[Hook], default_hooks: bool) -> list[Hook]:
-        """The defaults with ``hooks`` before the ones that write the epoch (metrics, checkpoints)."""
-        defaults = self.default_hooks() if default_hooks else []
-        writers = [i for i, hook in enumerate(defaults) if isinstance(hook, (MetricsHook, CheckpointHook))]
-        split = writers[0] if writers else len(defaults)
-        return defaults[:split] + hooks + defaults[split:]
+                        OpenSetHook(self.run_dir, self.final_training_features)]
 
     # ----------------------------------------------------------------------------- set-up and resume
     def setup(self, resume_from: Path | None = None) -> None:
@@ -87,7 +101,7 @@ class Trainer(TrainingSession):
                                    f"from it: copy it to every node or use a shared output_dir")
             self.resume(checkpoint)
         elif dist.is_main():
-            self.parts.save_config(self.run_dir / CONFIG)
+            write_run_config(self.parts.config, self.run_dir / CONFIG)
         self.log_choices()
 
     # ----------------------------------------------------------------------------- loop
@@ -108,26 +122,29 @@ class Trainer(TrainingSession):
         seed_everything(epoch_seed(self.loop.seed, epoch))
         if self.loop.schedule == "two_stage" and epoch == self.loop.stage1_epochs and self.ema is None:
             self.start_stage_two()
-        self.record, self.improved = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}, False
+        self.storage.begin_epoch(epoch, lr=self.optimizer.param_groups[0]["lr"])
         self.call_hooks("before_epoch")
         start = time.time()
         features, ok = self.extract(self.unwrapped, self.dataset.train, f"extract train (epoch {epoch + 1})")
         labels = self.pseudo_labels(features, ok)
-        self.record["time_pseudo_labels"] = time.time() - start
+        self.storage.put(time_pseudo_labels=time.time() - start)
         self.call_hooks("after_pseudo_labels", labels)
         num_clusters = int(labels.max()) + 1 if labels.size else 0
         if num_clusters < 2:
             self.skip_epoch(num_clusters)
         else:
             self.empty_epochs = 0
-            self.objective = build_objective(self.parts.objective.objective, self.objective_context(features, labels))
+            self.objective = self.parts.objective.build(self.objective_context(features, labels))
             self.train_iterations(labels)
         self.scheduler.step()
-        self.call_hooks("after_epoch")
+        self.call_hooks("after_epoch")  # producers: evaluation, the user's hooks
+        self.update_best(self.storage.latest)
+        self.call_hooks("write_epoch")  # writers: metrics.jsonl, checkpoints
+        self.storage.end_epoch()
 
     def skip_epoch(self, num_clusters: int) -> None:
         self.empty_epochs += 1
-        self.record.update(loss=0.0, skipped=True)
+        self.storage.put(loss=0.0, skipped=True)
         message = f"epoch {self.epoch + 1}: {self.labeler!r} found {num_clusters} cluster(s); training skipped this epoch"
         if self.empty_epochs >= self.loop.max_empty_epochs:
             raise DmireidError(f"{message}; stopping after {self.empty_epochs} such epochs "
@@ -148,7 +165,7 @@ class Trainer(TrainingSession):
             log.info("stage 2: starting from the last stage-1 weights%s", "" if self.loop.stage2_init == "last"
                      else " (no stage-1 epoch was evaluated)")
         self.stage2_start = None
-        self.optimizer, self.scheduler = self.parts.optimizer(self.model.parameters())
+        self.optimizer, self.scheduler = self.parts.optimizer.build(self.model.parameters())
         if self.uses_momentum_encoder(self.epoch):
             self.ema = self.momentum_encoder()
 
@@ -172,23 +189,29 @@ class Trainer(TrainingSession):
         if not collective:
             labels = dist.broadcast(torch.from_numpy(labels).to(self.device)).cpu().numpy()
         num_clusters = int(labels.max()) + 1 if labels.size else 0
-        self.record.update(num_clusters=num_clusters, num_outliers=int((labels[ok] < 0).sum()), num_unreadable=n_bad)
+        self.storage.put(num_clusters=num_clusters, num_outliers=int((labels[ok] < 0).sum()), num_unreadable=n_bad)
         if num_clusters >= 1 and (true >= 0).all():
-            self.record.update(label_quality(labels[ok], true[ok]))
+            self.storage.put(**label_quality(labels[ok], true[ok]))
         if num_clusters >= 1:
-            self.record.update(camera_spread(labels[ok], cameras[ok]))
+            self.storage.put(**camera_spread(labels[ok], cameras[ok]))
         return labels
 
     def objective_context(self, features: torch.Tensor, labels: np.ndarray) -> ObjectiveContext:
         def embed_momentum(rows: np.ndarray) -> torch.Tensor:
             return self.extract(self.ema.module, [self.dataset.train[i] for i in rows], "extract θ' instances")[0]
 
-        spec = self.parts.objective
         return ObjectiveContext(features=features, labels=torch.from_numpy(labels),
                                 cameras=torch.from_numpy(self.train_cameras), epoch=self.epoch,
                                 stage=self.loop.stage(self.epoch), seed=epoch_seed(self.loop.seed, self.epoch),
-                                device=self.device, settings=spec.settings, options=spec.options,
-                                embed_momentum=embed_momentum if self.ema is not None else None)
+                                device=self.device, embed_momentum=embed_momentum if self.ema is not None else None)
+
+    def final_training_features(self) -> tuple[torch.Tensor, np.ndarray, str, str]:
+        """The training images embedded by the encoder a user of the checkpoint gets (θ' when the run
+        has one, else θ): (N×d features, N readable mask, "momentum" | "online", weights fingerprint)."""
+        encoder = self.ema.module if self.ema is not None else self.unwrapped
+        features, ok = self.extract(encoder, self.dataset.train, "extract train (open-set threshold)")
+        return (features, ok, "momentum" if self.ema is not None else "online",
+                weights_fingerprint(encoder.state_dict()))
 
     # ----------------------------------------------------------------------------- iterations
     def train_iterations(self, labels: np.ndarray) -> None:
@@ -196,8 +219,8 @@ class Trainer(TrainingSession):
         if self.ema is not None:
             self.ema.module.train(self.loop.momentum_forward == "train")
         labels_t, cameras_t = torch.from_numpy(labels), torch.from_numpy(self.train_cameras)
-        sampler = self.parts.sampler(labels, self.train_cameras, self.epoch, self.rank, self.world_size)
-        loader = train_loader(sampler, self.parts.train_images(self.dataset.train),
+        sampler = self.parts.sampler.build(labels, self.train_cameras, self.epoch, self.rank, self.world_size)
+        loader = train_loader(sampler, ImageDataset(self.dataset.train, self.parts.train_transform),
                               epoch_seed(self.loop.seed, self.epoch), self.loop.batch_size, self.rank,
                               self.loop.num_workers, pin_memory=self.device.type == "cuda")
         losses, terms_sum, n_images, start = [], {}, 0, None
@@ -209,7 +232,7 @@ class Trainer(TrainingSession):
                 images = images.contiguous(memory_format=torch.channels_last)
             y = labels_t[index[ok]].to(self.device, non_blocking=True)
             cameras = cameras_t[index[ok]].to(self.device, non_blocking=True) if self.objective.needs_cameras else None
-            loss, terms = self.step(images, y, iteration, cameras)
+            loss, terms = self.step(self, Batch(images, y, cameras, iteration))
             losses.append(loss.detach())
             for key, value in terms.items():
                 terms_sum[key] = terms_sum.get(key, 0.0) + value.detach()
@@ -221,44 +244,13 @@ class Trainer(TrainingSession):
                 self.last_logged_loss = float(losses[-1])
             self.call_hooks("after_iter", iteration + 1)
         elapsed = time.time() - start if start is not None else 0.0
-        self.record["loss"] = float(torch.stack(losses).mean())
-        self.record.update({k: float(v) / len(losses) for k, v in terms_sum.items()})
-        self.record["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
+        self.storage.put(loss=float(torch.stack(losses).mean()))
+        self.storage.put(**{k: float(v) / len(losses) for k, v in terms_sum.items()})
+        self.storage.put(images_per_s=n_images * self.world_size / max(elapsed, 1e-9))
 
-    def step(self, images: torch.Tensor, y: torch.Tensor, iteration: int, cameras: torch.Tensor | None = None):
-        """One optimisation step; returns (loss, {term: value}) as device tensors. ``cameras`` (B)
-        reach the objective only when it ``needs_cameras``."""
-        with self.autocast():
-            f = self.model(images).float()  # B×d, unit rows
-        f_momentum = None
-        if self.ema is not None and (self.objective.needs_momentum_features or self.loop.momentum_forward == "train"):
-            with torch.no_grad(), self.autocast():  # train mode: moves θ''s BN running statistics
-                f_momentum = self.ema.module(images).float()
-        with_cameras = {"cameras": cameras} if self.objective.needs_cameras else {}
-        loss, terms = self.objective.loss(f, y, **with_cameras)
-        self.check_finite(loss, iteration)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        with torch.no_grad():
-            dist.average_buffers(self.unwrapped)
-            f_all, y_all = dist.all_gather_uneven(f.detach()), dist.all_gather_uneven(y)
-            gather_fm = f_momentum is not None and self.objective.needs_momentum_features
-            fm_all = dist.all_gather_uneven(f_momentum) if gather_fm else None
-            if with_cameras:
-                with_cameras = {"cameras": dist.all_gather_uneven(cameras)}
-            self.objective.update(f_all, fm_all, y_all, **with_cameras)
-            if self.ema is not None:
-                if f_momentum is not None and self.ema.module.training:
-                    dist.average_buffers(self.ema.module)  # θ''s own train-mode BN statistics, as θ's
-                self.ema.update(self.unwrapped)
-        return loss, terms
-
-
-def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
+def train(cfg, resume: str | Path | None = None, progress: bool = True,
           hooks: list[Hook] | None = None, *, default_hooks: bool = True) -> dict[str, Any]:
-    """Train with ``cfg``; resumes from ``resume`` (a run folder or checkpoint) or ``output_dir/last.pt``.
+    """Train with ``cfg`` (a :class:`~dmireid.config.Config`); resumes from ``resume`` (a run folder or checkpoint) or ``output_dir/last.pt``.
 
     ``hooks`` are added to the default ones (``default_hooks=False``: ``hooks`` only), see :class:`Trainer`.
     Returns ``{"last": metrics of the last epoch, "best_on_test": {...}, "run_dir": str}``.
@@ -270,7 +262,7 @@ def train(cfg: Config, resume: str | Path | None = None, progress: bool = True,
             resume_path = resume_path / LAST_CHECKPOINT
         if not resume_path.exists():
             raise DmireidError(f"--resume {resume}: no checkpoint {LAST_CHECKPOINT} there")
-    trainer = Trainer(cfg, hooks=hooks, progress=progress, default_hooks=default_hooks)
+    trainer = Trainer.from_config(cfg, hooks=hooks, progress=progress, default_hooks=default_hooks)
     try:
         trainer.setup(resume_from=resume_path)
         return trainer.run()

@@ -21,25 +21,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..embedding.checkpoint import CONFIG_KEY, load_checkpoint, store_open_set, weights_fingerprint
+from ..embedding.feature_extractor import FeatureExtractor, embed_files
+from ..embedding.inputs import collect_image_paths
 from ..errors import DmireidError
 from ..evaluation.open_set import estimate_threshold
 from ..pseudo_labels import Labeler, call_labeler
-from .extractor import FeatureExtractor, embed_files
 from .gallery import camera_of
-from .inputs import collect_image_paths
-from .loading import weights_fingerprint
 
 log = logging.getLogger(__name__)
-
-OPEN_SET_KEY = "open_set"
-
-
-def store_open_set(path: str | Path, estimate: dict, state: dict | None = None) -> None:
-    """Write ``estimate`` as the checkpoint's ``open_set`` entry (atomic rewrite, all else kept)."""
-    state = load_checkpoint(path) if state is None else state
-    save_checkpoint({**state, OPEN_SET_KEY: estimate}, path)
-
 
 def calibrate(checkpoint: str | Path, images: Sequence[str | Path], labeler: Labeler, false_match_rate: float = 0.01, *,
               encoder: str | None = None, device=None, batch_size: int = 64, skip_unreadable: bool = False,
@@ -52,7 +42,7 @@ def calibrate(checkpoint: str | Path, images: Sequence[str | Path], labeler: Lab
         raise DmireidError(f"--false-match-rate must be in (0, 1), got {false_match_rate}")
     source = str(checkpoint)
     state = load_checkpoint(source)
-    if "config" not in state:
+    if CONFIG_KEY not in state:
         raise DmireidError(f"{source} is not a dmireid checkpoint (no config inside: its labeler is unknown)")
     extractor = FeatureExtractor(state, device=device, batch_size=batch_size, encoder=encoder, source=source)
     embedded = embed_files(extractor, collect_image_paths(images), skip_unreadable, progress)

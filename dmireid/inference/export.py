@@ -1,6 +1,8 @@
 """ONNX export of a checkpoint's encoder (needs the ``onnx`` extra: ``pip install dmireid[onnx]``).
 
-    from dmireid.inference import FeatureExtractor, check_onnx, export_onnx
+    from dmireid.embedding import FeatureExtractor
+
+    from dmireid.inference import check_onnx, export_onnx
     export_onnx("runs/demo/last.pt", "model.onnx")       # input "images" N×3×H×W, output "features" N×d
     check_onnx("model.onnx", FeatureExtractor("runs/demo/last.pt"))   # max |onnxruntime - torch|
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DmireidError
-from .extractor import FeatureExtractor
+from ..embedding.feature_extractor import FeatureExtractor
 
 log = logging.getLogger(__name__)
 

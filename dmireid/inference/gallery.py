@@ -9,7 +9,7 @@
 
 Files, and why a SIGKILL at any point leaves the index as before or as after a change: see
 :mod:`dmireid.inference.gallery_store`. The index records the *fingerprint* of the encoder's
-weights (:func:`~dmireid.inference.loading.weights_fingerprint`); opening it with another
+weights (:func:`~dmireid.embedding.checkpoint.weights_fingerprint`); opening it with another
 checkpoint, or adding vectors of another model or dimension, is refused with one line. A file is
 keyed by its resolved path and the sha256 of its bytes: adding it again is a no-op, adding it again
 after its content changed replaces its entry. The threshold comes from the checkpoint (``open_set``,
@@ -29,13 +29,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
+from ..embedding.checkpoint import load_checkpoint
 from ..data.market_layout import MARKET_NAME
 from ..errors import DmireidError
-from .extractor import FeatureExtractor, embed_files
+from ..embedding.feature_extractor import FeatureExtractor, embed_files
 from .gallery_store import HNSW_EF_SEARCH, HNSW_M, KINDS, META, VECTORS, GalleryStore, read_manifest
-from .inputs import collect_image_paths, describe_unreadable
-from .loading import weights_fingerprint
+from ..embedding.inputs import collect_image_paths, describe_unreadable
+from ..embedding.encoder import weights_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
 """Image search with a trained model: rank a gallery for each query image; feature files.
 
-    from dmireid.inference import FeatureExtractor, search
+    from dmireid.embedding import FeatureExtractor
+
+    from dmireid.inference import search
     result = search(FeatureExtractor("last.pt"), ["q.jpg"], gallery_paths=["g1.jpg", "g2.jpg"], topk=5)
     print(result.format())                # result.skipped: unreadable files left out (skip_unreadable=True)
     result.save("results.csv")            # or .json
@@ -23,7 +25,7 @@ import torch
 
 from ..errors import DmireidError
 from ..evaluation.visualize import rank_gallery
-from .extractor import FeatureExtractor, embed_files
+from ..embedding.feature_extractor import FeatureExtractor, embed_files
 
 log = logging.getLogger(__name__)
 

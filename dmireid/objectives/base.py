@@ -4,22 +4,29 @@ An objective owns the memories and the loss of one epoch. The engine builds a ne
 from the epoch's features and pseudo-labels (cluster ids change every epoch), asks it for the loss
 of each batch and hands it each step's features for its memory updates:
 
-    objective = ObjectiveClass.build(context)       # ObjectiveContext: features, labels, settings, ...
+    objective = ObjectiveClass.build(context, settings)  # ObjectiveContext: features, labels, cameras, ...
     loss, terms = objective.loss(f, y)              # f: B×d unit rows (grad), y: B int64 -> scalar, {name: scalar}
     objective.update(f_all, f_momentum_all, y_all)  # after the optimiser step, no grad, all ranks' rows
 
-Register a class with :func:`register_objective` and select it with ``method=NAME``; its own
-settings are the keyword parameters of its ``build`` (``objective_options`` fills them, checked
-against that signature when the config is read; ``context.options`` holds the same mapping):
+Register a class with :func:`register_objective` and select it with ``method=NAME``. Its settings
+are typed and explicit, never the config:
 
+- ``settings_class``: a frozen dataclass whose fields are named like keys of the ``memory`` config
+  section (``temperature``, ``momentum``, ...); :mod:`dmireid.build` fills one from that section and
+  passes it to ``build``, ``describe`` and ``uses_momentum_encoder``. None (the default): no settings,
+  ``build(context, **options)``.
+- its own options are the keyword parameters of ``build`` after the settings (``objective_options``
+  fills them, checked against that signature once, when the config is read):
+
+    settings_class = CCSettings
     @classmethod
-    def build(cls, context, smoothing: float = 0.1): ...   # objective_options.smoothing=0.2
+    def build(cls, context, settings, smoothing: float = 0.1): ...   # objective_options.smoothing=0.2
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -40,8 +47,6 @@ class ObjectiveContext:
     cameras: N int64 camera ids of the training images (0..; all zeros for a dataset without cameras).
     stage: 1 during the first stage of a ``two_stage`` schedule, else 2 (the full method).
     seed: the epoch's seed, for any randomness of ``build`` and ``update``.
-    settings: the ``memory`` config section (temperature, momentum, update rules, ...).
-    options: ``objective_options`` (a free mapping for a plug-in's own settings).
     embed_momentum: rows (int64 numpy) -> their θ' features (R×d, eval mode, CPU), or None when
         the run has no momentum encoder.
     """
@@ -52,8 +57,6 @@ class ObjectiveContext:
     stage: int
     seed: int
     device: torch.device
-    settings: Any
-    options: dict = field(default_factory=dict)
     embed_momentum: Callable[[np.ndarray], torch.Tensor] | None = None
     cameras: torch.Tensor | None = None
 
@@ -74,6 +77,7 @@ class Objective(nn.Module):
 
     needs_momentum_features: bool = False
     needs_cameras: bool = False
+    settings_class: ClassVar[type | None] = None  # frozen dataclass of ``memory``-named fields, or None
 
     @classmethod
     def uses_momentum_encoder(cls, settings: Any, options: dict, stage: int) -> bool:
@@ -86,9 +90,9 @@ class Objective(nn.Module):
         return cls.__name__
 
     @classmethod
-    def build(cls, context: ObjectiveContext) -> "Objective":
-        """The objective of one epoch (override); keyword parameters after ``context`` are the
-        objective's options (``objective_options``)."""
+    def build(cls, context: ObjectiveContext, settings: Any = None) -> "Objective":
+        """The objective of one epoch (override); ``settings`` (an instance of ``settings_class``) is
+        passed only when the class has one; keyword parameters after it are ``objective_options``."""
         raise NotImplementedError
 
     def loss(self, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -112,10 +116,16 @@ def get_objective(name: str) -> type[Objective]:
 
 def check_objective_options(name: str, options: dict) -> None:
     """``objective_options`` against the ``build`` signature of objective ``name`` (one line naming the key)."""
-    check_options(get_objective(name).build, options, kind="objective", name=name, key="objective_options",
-                  positional=1)
+    objective = get_objective(name)
+    check_options(objective.build, options, kind="objective", name=name, key="objective_options",
+                  positional=1 if objective.settings_class is None else 2)
 
 
-def build_objective(objective: type[Objective], context: ObjectiveContext) -> Objective:
-    """``objective.build(context, **context.options)``: this epoch's objective with its options."""
-    return objective.build(context, **context.options)
+def build_objective(objective: type[Objective], context: ObjectiveContext, settings: Any = None,
+                    options: dict | None = None) -> Objective:
+    """This epoch's objective: ``objective.build(context, settings, **options)`` (no ``settings``
+    argument for a class without ``settings_class``)."""
+    options = dict(options or {})
+    if objective.settings_class is None:
+        return objective.build(context, **options)
+    return objective.build(context, settings, **options)

@@ -14,12 +14,23 @@ discrepant proxy sets or its multi-instance proxies: the terms ADD to the method
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 
 from ..memory.camera import CameraProxies
 from .base import ObjectiveContext
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """The camera-aware terms' settings (fields named like the ``memory`` keys; mixed into the
+    settings of ``cc`` and ``dmi``)."""
+
+    camera_proxies: bool = False  # add the terms
+    camera_intra_weight: float = 1.0  # weight of the intra-camera loss (CAP: 1)
+    camera_inter_weight: float = 0.5  # weight of the inter-camera loss (CAP: 0.5, O2CAP: 1)
+    camera_hard_negatives: int = 50  # hard negative proxies of the inter-camera loss
+    camera_temperature: float = 0.07
+    camera_momentum: float = 0.2  # weight of the old value in camera proxy updates
 
 
 @dataclass
@@ -31,10 +42,9 @@ class CameraTerms:
     inter_weight: float
 
     @classmethod
-    def build(cls, context: ObjectiveContext) -> "CameraTerms | None":
-        """The terms of ``context.settings`` (the ``memory`` section), or None when they are off."""
-        s = context.settings
-        if not getattr(s, "camera_proxies", False):
+    def build(cls, context: ObjectiveContext, s: CameraSettings) -> "CameraTerms | None":
+        """The terms with settings ``s``, or None when they are off."""
+        if not s.camera_proxies:
             return None
         if context.cameras is None:
             raise RuntimeError("memory.camera_proxies needs the training cameras in the ObjectiveContext")
@@ -44,9 +54,8 @@ class CameraTerms:
         return cls(memory.to(context.device), float(s.camera_intra_weight), float(s.camera_inter_weight))
 
     @staticmethod
-    def describe(settings: Any) -> str:
-        s = settings
-        if not getattr(s, "camera_proxies", False):
+    def describe(s: CameraSettings) -> str:
+        if not s.camera_proxies:
             return ""
         return (f", camera proxies (CAP): intra weight {s.camera_intra_weight}, inter weight "
                 f"{s.camera_inter_weight}, {s.camera_hard_negatives} hard negatives, "

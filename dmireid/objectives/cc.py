@@ -5,15 +5,28 @@ With ``memory.camera_proxies`` CAP's camera-aware terms are added (:mod:`.camera
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..memory import ClusterProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
-from .camera import CameraTerms
+from .camera import CameraSettings, CameraTerms
+
+
+@dataclass(frozen=True)
+class CCSettings(CameraSettings):
+    """``method=cc``'s settings (``memory`` keys): proxy temperature, momentum and update rule."""
+
+    temperature: float = 0.05
+    momentum: float = 0.1  # weight of the old value in proxy momentum updates
+    cc_update: str = "sequential"  # sequential | mean | hard (spec §4.1)
 
 
 class ClusterContrast(Objective):
     """``method=cc``: a :class:`~dmireid.memory.ClusterProxies` memory initialised with the centroids."""
+
+    settings_class = CCSettings
 
     def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None):
         super().__init__()
@@ -23,15 +36,14 @@ class ClusterContrast(Objective):
         self.needs_cameras = camera is not None
 
     @classmethod
-    def describe(cls, settings, options, stage) -> str:
+    def describe(cls, settings: CCSettings, options, stage) -> str:
         return f"method cc: one proxy per cluster, update={settings.cc_update}{CameraTerms.describe(settings)}"
 
     @classmethod
-    def build(cls, context: ObjectiveContext) -> "ClusterContrast":
-        s = context.settings
+    def build(cls, context: ObjectiveContext, s: CCSettings) -> "ClusterContrast":
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         return cls(ClusterProxies(centroids, update=s.cc_update, momentum=s.momentum, temperature=s.temperature),
-                   CameraTerms.build(context))
+                   CameraTerms.build(context, s))
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
         loss, terms = self.memory.loss(f, y), {}

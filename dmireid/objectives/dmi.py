@@ -14,16 +14,34 @@ stages, over their own (cluster, camera) memory (:mod:`.camera`); DCP and MIP ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ..memory import DiscrepantProxies, MultiInstanceProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
-from .camera import CameraTerms
+from .camera import CameraSettings, CameraTerms
+
+
+@dataclass(frozen=True)
+class DMISettings(CameraSettings):
+    """``method=dmi``'s settings (``memory`` keys): the DCP sets and the MIP memory."""
+
+    temperature: float = 0.05
+    momentum: float = 0.1  # weight of the old value in proxy momentum updates
+    dcp_updates: tuple[str, ...] = ("hard", "mean")  # one update rule per discrepant proxy set
+    dcp_margins: tuple[float, ...] = (0.2, 0.0)  # one loss margin per set: max(0, CE - margin)
+    mip_instances: int = 16  # K_mip slots per cluster
+    mip_weight: float = 1.0  # lambda
+    mip_negatives_topk: int = 0  # 0 = every other cluster
+    mip_source: str = "online"  # momentum | online: which batch features replace the MIP slots
 
 
 class DMI(Objective):
     """``method=dmi``: DCP always; MIP in stage 2 (every epoch with ``train.schedule=single``)."""
+
+    settings_class = DMISettings
 
     def __init__(self, dcp: DiscrepantProxies, mip: MultiInstanceProxies | None = None, mip_weight: float = 1.0,
                  mip_source: str = "online", generator: torch.Generator | None = None,
@@ -41,26 +59,24 @@ class DMI(Objective):
         return stage == 2
 
     @classmethod
-    def describe(cls, settings, options, stage) -> str:
+    def describe(cls, settings: DMISettings, options, stage) -> str:
         s = settings
         mip = (f"mip_instances={s.mip_instances}, mip_source={s.mip_source}, "
-               f"mip_negatives_topk={s.mip_negatives_topk or 'all'}, mip_weight={s.mip_weight}, "
-               f"momentum encoder forward in {s.ema_forward} mode, EMA of BN buffers {s.ema_buffers}"
+               f"mip_negatives_topk={s.mip_negatives_topk or 'all'}, mip_weight={s.mip_weight}"
                if stage == 2 else "no MIP and no momentum encoder in stage 1")
-        return (f"method dmi: dcp_updates={s.dcp_updates}, dcp_margins={s.dcp_margins}, {mip}"
+        return (f"method dmi: dcp_updates={list(s.dcp_updates)}, dcp_margins={list(s.dcp_margins)}, {mip}"
                 f"{CameraTerms.describe(s)}")
 
     @classmethod
-    def build(cls, context: ObjectiveContext) -> "DMI":
-        s = context.settings
+    def build(cls, context: ObjectiveContext, s: DMISettings) -> "DMI":
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         dcp = DiscrepantProxies(centroids, updates=tuple(s.dcp_updates), momentum=s.momentum,
                                 temperature=s.temperature, margins=tuple(s.dcp_margins))
-        camera = CameraTerms.build(context)
+        camera = CameraTerms.build(context, s)
         if context.stage != 2:
             return cls(dcp, camera=camera)
         generator = torch.Generator(device=context.device).manual_seed(context.seed)
-        return cls(dcp, initial_instances(context), mip_weight=s.mip_weight, mip_source=s.mip_source,
+        return cls(dcp, initial_instances(context, s), mip_weight=s.mip_weight, mip_source=s.mip_source,
                    generator=generator, camera=camera)
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
@@ -83,9 +99,8 @@ class DMI(Objective):
             self.camera.update(f, y, cameras)
 
 
-def initial_instances(context: ObjectiveContext) -> MultiInstanceProxies:
+def initial_instances(context: ObjectiveContext, s: DMISettings) -> MultiInstanceProxies:
     """K_mip θ' features (eval mode) per cluster, members drawn uniformly with replacement."""
-    s = context.settings
     if context.embed_momentum is None:
         raise RuntimeError("DMI's multi-instance proxies need the momentum encoder's features")
     generator = torch.Generator().manual_seed(context.seed)

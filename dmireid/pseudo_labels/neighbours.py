@@ -82,10 +82,6 @@ def as_features(features, name: str = "features") -> torch.Tensor:
     return x.contiguous()
 
 
-def _to_numpy(x: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-
-
 def default_block_size(n: int) -> int:
     """Rows per torch distance block so that one block is about 256 MiB of float32."""
     return int(min(max(_TORCH_BLOCK_ELEMENTS // max(n, 1), 16), max(n, 1)))
