@@ -11,7 +11,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def load_benchmark(name: str):
     """``benchmarks/NAME.py`` as a module; its sibling modules it imports (``harness``, ...) are
     loaded first from the same folder and registered under their plain names."""
-    for sibling in ("harness", "problems"):
+    for sibling in ("harness", "problems", "timed_parts"):
         if sibling not in sys.modules and (BENCHMARKS / f"{sibling}.py").is_file():
             _load(sibling)
     return sys.modules[name] if name in sys.modules else _load(name)
