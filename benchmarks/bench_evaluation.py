@@ -7,8 +7,8 @@
 Every measurement runs in a fresh subprocess of this script (``--worker ours|reference --size S``)
 so that its peak RSS (VmHWM: ``harness.peak_rss_bytes``) is the peak of that measurement alone.
 The worker first generates random clustered features with a fixed seed (``problems.make_problem``),
-then times one call and prints one JSON line: wall seconds, peak RSS (includes the Python/torch runtime and the features, whose own size is
-printed separately) and the metrics.
+then times one call and prints one JSON line: wall seconds, peak RSS (includes the Python/torch
+runtime and the features, whose own size is printed separately) and the metrics.
 
 The reference is what the peers' code does (open-reid / Cluster Contrast ``mean_ap`` +
 torchreid-style CMC/mINP): the full Q×G distance matrix, a full argsort of it, then a per-query
@@ -43,7 +43,8 @@ def worker(impl: str, size: str, threads: int | None) -> None:
         result = reference_evaluate(qf, gf, qp, gp, qc, gc)
     wall = time.perf_counter() - start
     print(json.dumps({"impl": impl, "size": size, "wall_s": wall,
-                      "peak_rss_mb": harness.peak_rss_bytes() / harness.MIB, "rss_before_mb": baseline, "features_mb": (qf.numel() + gf.numel()) * 4 / 2**20,
+                      "peak_rss_mb": harness.peak_rss_bytes() / harness.MIB, "rss_before_mb": baseline,
+                      "features_mb": (qf.numel() + gf.numel()) * 4 / 2**20,
                       "threads": torch.get_num_threads(), "mAP": result["mAP"], "rank1": float(result["cmc"][0]),
                       "mINP": result["mINP"], "num_valid_queries": result["num_valid_queries"]}))
 

@@ -10,15 +10,15 @@ with its time reported. The dense torchreid / CC form needs (Q+G)² floats per m
 matrix at MSMT17) and is not run; for the Market size its memory is estimated instead.
 
 Every size runs in a fresh subprocess of this script (``--worker SIZE``) so that its peak RSS
-(VmHWM: ``harness.peak_rss_bytes``) is the peak of that measurement alone. The worker records the RSS right after ``import torch`` (runtime
-baseline), generates the random clustered unit features of ``problems.make_problem`` (as bench_evaluation: same
-generator and seed, so the Euclidean metrics match that benchmark's), records the RSS again, then
-times one ``evaluate(..., rerank=True)`` call and reads the peak RSS; only after that it runs the
-plain Euclidean ``evaluate`` for the mAP without re-ranking (and its time). It prints one JSON
-line on stdout; progress (the re-ranker's phase timings and a heartbeat with the elapsed time and
-RSS) goes to stderr. The bounds are checked against the whole process's peak RSS (runtime and
-features included), the conservative reading; the table also shows the peak minus the
-after-``import torch`` baseline.
+(VmHWM: ``harness.peak_rss_bytes``) is the peak of that measurement alone. The worker records the
+RSS right after ``import torch`` (runtime baseline), generates the random clustered unit features of
+``problems.make_problem`` (as bench_evaluation: same generator and seed, so the Euclidean metrics
+match that benchmark's), records the RSS again, then times one ``evaluate(..., rerank=True)`` call
+and reads the peak RSS; only after that it runs the plain Euclidean ``evaluate`` for the mAP without
+re-ranking (and its time). It prints one JSON line on stdout; progress (the re-ranker's phase
+timings and a heartbeat with the elapsed time and RSS) goes to stderr. The bounds are checked
+against the whole process's peak RSS (runtime and features included), the conservative reading; the
+table also shows the peak minus the after-``import torch`` baseline.
 """
 
 from __future__ import annotations

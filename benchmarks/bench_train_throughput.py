@@ -106,7 +106,8 @@ def random_objective(trainer: Trainer, clusters: int, seed: int = 0):
 
     context = ObjectiveContext(features=features, labels=labels, cameras=torch.zeros(len(labels), dtype=torch.int64),
                                epoch=0, stage=trainer.loop.stage(0), seed=epoch_seed(trainer.loop.seed, 0),
-                               device=trainer.device, embed_momentum=embed_momentum if trainer.ema is not None else None)
+                               device=trainer.device,
+                               embed_momentum=embed_momentum if trainer.ema is not None else None)
     return trainer.parts.objective.build(context)
 
 
@@ -238,7 +239,8 @@ def bare_loop(cfg, trainer: Trainer, args, total: int):
     if trainer.use_channels_last:
         bare = bare.to(memory_format=torch.channels_last)
     bare_ema = None  # the momentum encoder's no-grad forward, whenever the step runs one
-    if trainer.ema is not None and (trainer.objective.needs_momentum_features or trainer.loop.momentum_forward == "train"):
+    momentum_forward = trainer.objective.needs_momentum_features or trainer.loop.momentum_forward == "train"
+    if trainer.ema is not None and momentum_forward:
         bare_ema = copy.deepcopy(bare).requires_grad_(False).eval()
     bare_opt = torch.optim.Adam([p for p in bare.parameters() if p.requires_grad], lr=cfg.train.lr,
                                 weight_decay=cfg.train.weight_decay)
@@ -254,7 +256,8 @@ def bare_loop(cfg, trainer: Trainer, args, total: int):
 COLUMNS = [harness.Column("mode", "mode"), harness.Column("images_per_s", "images/s", ".1f"),
            harness.Column("min", "min", ".1f"), harness.Column("max", "max", ".1f"),
            harness.Column("ms_per_iter", "ms/iter", ".1f"), harness.Column("vs_bare", "÷ bare", ".3f"),
-           harness.Column("cpu_ms_per_iter", "CPU ms/iter", ".1f"), harness.Column("peak_cuda_mb", "peak CUDA MB", ".0f")]
+           harness.Column("cpu_ms_per_iter", "CPU ms/iter", ".1f"),
+           harness.Column("peak_cuda_mb", "peak CUDA MB", ".0f")]
 
 
 def body(args, report) -> None:
