@@ -1,6 +1,6 @@
 """CC vs DMI on the synthetic dataset: final mAP / rank-1 over several seeds (mean ± std).
 
-    python benchmarks/bench_accuracy_synthetic.py --quick            # smoke preset, ~1-2 min on CPU
+    python benchmarks/bench_accuracy_synthetic.py --quick            # smoke preset, seed 1 (~20 s on CPU)
     python benchmarks/bench_accuracy_synthetic.py                    # demo preset, seeds 1 2 3
     python benchmarks/bench_accuracy_synthetic.py --seeds 1 2 3 4 5 --epochs 10 --set train.iters=50
 
@@ -25,12 +25,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import harness
 
 METRICS = [("mAP", "mAP θ"), ("rank1", "R1 θ"), ("mAP_ema", "mAP θ'"), ("rank1_ema", "R1 θ'")]
 
@@ -42,18 +41,11 @@ def overrides_for(args, method: str, seed: int, out_dir: str) -> list[str]:
     return values + list(args.set)
 
 
-def worker(preset: str, overrides: list[str], threads: int) -> None:
-    import logging
-
-    import torch
-
+def worker(preset: str, overrides: list[str]) -> None:
     from dmireid.config import load_config
     from dmireid.engine import train
     from dmireid.errors import DmireidError
 
-    if threads:
-        torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     start = time.perf_counter()
     try:
         result = train(load_config(preset, overrides), progress=False)
@@ -68,12 +60,7 @@ def run_one(args, preset: str, method: str, seed: int, tmp: str) -> dict:
     out_dir = os.path.join(tmp, f"{method}-seed{seed}")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", preset, "--threads", str(args.threads),
            "--overrides", *overrides_for(args, method, seed, out_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise SystemExit(f"run {method} seed {seed} crashed (exit {proc.returncode}):\n{tail}")
-    result = json.loads(lines[-1])
+    result = harness.run_worker(cmd)
     result.update(method=method, seed=seed)
     return result
 
@@ -86,35 +73,35 @@ def mean_std(values: list[float]) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the smoke preset (tiny: ~1-2 minutes on CPU)")
-    parser.add_argument("--preset", default=None, help="config preset or YAML path (default demo, smoke with --quick)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--methods", nargs="+", choices=["cc", "dmi"], default=["cc", "dmi"])
-    parser.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the preset's)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch default)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
-    parser.add_argument("--keep", metavar="DIR", help="write the run folders here instead of a temporary folder")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--overrides", nargs="*", default=[], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.worker, args.overrides, args.threads)
-        return
+def parser():
+    p = harness.arguments(__doc__, threads=0, quick="the smoke preset, seed 1 (~20 s on CPU)")
+    p.add_argument("--preset", default=None, help="config preset or YAML path (default demo, smoke with --quick)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1 2 3 (--quick: 1)")
+    p.add_argument("--methods", nargs="+", choices=["cc", "dmi"], default=["cc", "dmi"])
+    p.add_argument("--epochs", type=int, default=None, help="train.epochs (default: the preset's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides")
+    p.add_argument("--keep", metavar="DIR", help="write the run folders here instead of a temporary folder")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    return p
 
+
+def body(args, report) -> None:
+    if args.worker:
+        worker(args.worker, args.overrides)
+        return
     from dmireid.config import load_config
 
+    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
     preset = args.preset or ("smoke" if args.quick else "demo")
     cfg = load_config(preset, overrides_for(args, "dmi", args.seeds[0], "-"))  # validates the overrides early
     d, t, m, p = cfg.data, cfg.train, cfg.model, cfg.pseudo_labels
-    print(f"preset {preset}: {d.name} ({d.synthetic_ids} ids, {d.synthetic_cameras} cameras), {m.arch} at "
-          f"{d.height}×{d.width}, {t.epochs} epochs × {t.iters} iters, batch {t.batch_size} "
+    print(f"preset {preset}: {d.name} ({d.options.get('num_ids')} ids, {d.options.get('num_cameras')} cameras), "
+          f"{m.arch} at {d.height}×{d.width}, {t.epochs} epochs × {t.iters} iters, batch {t.batch_size} "
           f"(K = {d.num_instances}), lr {t.lr}, eps {p.eps}, k1 {p.k1}, k2 {p.k2}, min_samples {p.min_samples}, "
           f"dmi: K_mip {cfg.memory.mip_instances}, dcp_updates {cfg.memory.dcp_updates}, "
           f"schedule {t.schedule}; cc: update {cfg.memory.cc_update}; seeds {args.seeds}; device {args.device}")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n", flush=True)
 
     results = []
     with tempfile.TemporaryDirectory(prefix="dmireid-acc-") as tmp:
@@ -131,23 +118,24 @@ def main(argv=None) -> None:
                 else:
                     print(f"{method} seed {seed}: FAILED ({r['error']})", flush=True)
 
-    print()
-    header = (f"{'method':<8}{'runs':>5}" + "".join(f"{label:>14}" for _, label in METRICS)
-              + f"{'clusters':>10}{'s / run':>9}")
-    print(header)
-    print("-" * len(header))
+    rows = []
     for method in args.methods:
         ok = [r for r in results if r["method"] == method and r["ok"]]
-        cells = [mean_std([r["last"][key] for r in ok if key in r["last"]]) for key, _ in METRICS]
-        clusters = statistics.mean(r["last"].get("num_clusters", 0) for r in ok) if ok else float("nan")
-        wall = statistics.mean(r["wall_s"] for r in ok) if ok else float("nan")
-        runs = f"{len(ok)}/{len(args.seeds)}"
-        print(f"{method:<8}{runs:>5}" + "".join(f"{c:>14}" for c in cells) + f"{clusters:>10.1f}{wall:>9.0f}")
-    print("\nlast-epoch figures in %, mean ± sample std over seeds; θ = online encoder, θ' = momentum encoder (dmi)")
+        row = {key: mean_std([r["last"][key] for r in ok if key in r["last"]]) for key, _ in METRICS}
+        row.update(method=method, runs=f"{len(ok)}/{len(args.seeds)}",
+                   clusters=statistics.mean(r["last"].get("num_clusters", 0) for r in ok) if ok else None,
+                   wall=statistics.mean(r["wall_s"] for r in ok) if ok else None)
+        rows.append(row)
+    columns = [harness.Column("method", "method"), harness.Column("runs", "runs"),
+               *(harness.Column(key, label) for key, label in METRICS),
+               harness.Column("clusters", "clusters", ".1f"), harness.Column("wall", "s / run", ".0f")]
+    report.table("last-epoch figures in %, mean ± sample std over seeds; θ = online encoder, θ' = momentum encoder "
+                 "(dmi)", rows, columns)
+    report.add(runs=results)
     failed = [r for r in results if not r["ok"]]
     if failed:
         print(f"{len(failed)} run(s) failed and are left out of the means")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(harness.main(body, parser()))

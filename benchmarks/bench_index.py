@@ -22,24 +22,15 @@ centres: nearer to re-ID features). Exact faiss and the baseline find the same t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
+import harness  # noqa: I001  (first: OMP_WAIT_POLICY before numpy / faiss load OpenMP)
+import numpy as np
+from harness import rss_bytes
 
 TOPK = 10
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int, block: int = 65536) -> np.ndarray:
@@ -69,13 +60,7 @@ def make_data(kind: str, n: int, d: int, queries: int, seed: int) -> tuple[np.nd
 
 def timed(fn, repeats: int):
     """``(median seconds, last result)`` of ``repeats`` calls after one warm-up."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
+    return harness.median_seconds(fn, repeats, warmup=1)
 
 
 def numpy_search(gallery: np.ndarray, queries: np.ndarray):
@@ -147,9 +132,8 @@ def print_table(rows: list[dict], args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.arguments(__doc__, threads=None, quick="sizes 1000 and 20000", json_path=False)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000, 1_000_000])
-    p.add_argument("--quick", action="store_true", help="sizes 1000 and 20000")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
@@ -161,6 +145,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
+    harness.set_threads(args.threads)
     if args.quick:
         args.sizes = [1000, 20_000]
     import faiss
@@ -171,6 +156,7 @@ def main() -> None:
     for n in args.sizes:
         rows.append(bench_size(faiss, n, args))
         print(json.dumps(rows[-1]), flush=True)
+    print(harness.machine_line(harness.machine(args.threads)))
     print_table(rows, args)
     print(f"load average at the end {os.getloadavg()}")
     if args.json:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory_updates.py                    # CPU, and CUDA when available
     python benchmarks/bench_memory_updates.py --device cpu --threads 1 --clusters 700 1100
+    python benchmarks/bench_memory_updates.py --quick            # C = 700, d = 512, few repeats (seconds)
 
 Batch B = P×K = 16×16 = 256, d = 2048, K_mip = 16, C clusters. Rows:
   sequential / hard / mean   one ClusterProxies.update (CC rules)
@@ -14,16 +15,13 @@ reference before timing.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
+import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import harness  # noqa: I001  (first: OMP_WAIT_POLICY before torch loads OpenMP)
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dmireid.memory import ClusterProxies, DiscrepantProxies, MultiInstanceProxies  # noqa: E402
+from dmireid.memory import ClusterProxies, DiscrepantProxies, MultiInstanceProxies
 
 # ------------------------------------------------------------------------- per-sample references
 
@@ -79,16 +77,15 @@ def loop_dmi_loss(P_hard, P_mean, Q, f, y, tau):
 
 
 def timeit(fn, device, repeats, warmup=1):
+    """Mean µs per call of ``repeats`` calls after ``warmup`` (CUDA synchronised at both ends)."""
     for _ in range(warmup):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / repeats * 1e6
+
+    def all_calls():
+        for _ in range(repeats):
+            fn()
+
+    return harness.median_seconds(all_calls, 1, warmup=0, sync=harness.device_sync(device))[0] / repeats * 1e6
 
 
 def make_batch(C, P, K, d, device, seed):
@@ -156,33 +153,37 @@ def bench(device, C, args):
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", nargs="*", default=None, help="cpu and/or cuda (default: cpu, cuda if present)")
-    parser.add_argument("--clusters", type=int, nargs="*", default=[700, 1100])
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--p", type=int, default=16, help="clusters per batch")
-    parser.add_argument("--k", type=int, default=16, help="images per cluster")
-    parser.add_argument("--k-mip", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--loop-repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+COLUMNS = [harness.Column("device", "device"), harness.Column("C", "C"), harness.Column("operation", "operation"),
+           harness.Column("vectorised_us", "vectorised µs", ",.0f"), harness.Column("loop_us", "loop µs", ",.0f"),
+           harness.Column("speedup", "speedup", ".1f"), harness.Column("max_diff", "max abs diff", ".1e")]
+
+
+def parser():
+    p = harness.arguments(__doc__, threads=0, quick="C = 700, d = 512, 3 / 1 repeats (seconds)")
+    p.add_argument("--device", nargs="*", default=None, help="cpu and/or cuda (default: cpu, cuda if present)")
+    p.add_argument("--clusters", type=int, nargs="*", default=[700, 1100])
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--p", type=int, default=16, help="clusters per batch")
+    p.add_argument("--k", type=int, default=16, help="images per cluster")
+    p.add_argument("--k-mip", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--loop-repeats", type=int, default=3)
+    return p
+
+
+def body(args, report) -> None:
+    if args.quick:
+        args.clusters, args.dim, args.repeats, args.loop_repeats = [700], 512, 3, 1
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, B = {args.p}x{args.k}, "
-          f"d = {args.dim}, K_mip = {args.k_mip}")
-    header = f"{'device':<8}{'C':>6}  {'operation':<18}{'vectorised µs':>15}{'loop µs':>14}{'speedup':>10}{'max |diff|':>12}"
-    print(header)
-    print("-" * len(header))
+    rows = []
     for name in devices:
-        device = torch.device(name)
         for C in args.clusters:
-            for op, t_vec, t_loop, err in bench(device, C, args):
-                print(f"{name:<8}{C:>6}  {op:<18}{t_vec:>15,.0f}{t_loop:>14,.0f}{t_loop / t_vec:>9.1f}x{err:>12.1e}",
-                      flush=True)
+            for op, t_vec, t_loop, err in bench(torch.device(name), C, args):
+                rows.append({"device": name, "C": C, "operation": op, "vectorised_us": t_vec, "loop_us": t_loop,
+                             "speedup": t_loop / t_vec, "max_diff": err})
+    report.table(f"µs per call, torch {torch.__version__}, B = {args.p}x{args.k}, d = {args.dim}, "
+                 f"K_mip = {args.k_mip}", rows, COLUMNS)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main(body, parser()))

@@ -6,8 +6,7 @@
 Every measurement runs in a fresh subprocess (``--worker``) that prints one JSON line: wall time
 and peak RSS per phase (kNN, Jaccard = every post-kNN step, DBSCAN). Peak RSS per phase comes
 from ``VmHWM`` of /proc/self/status, reset before each phase through /proc/self/clear_refs where
-the kernel allows it (otherwise the process peak so far); the process total is
-``resource.getrusage(RUSAGE_SELF).ru_maxrss``.
+the kernel allows it (otherwise the process peak so far): ``harness.PeakRSS``.
 
 Features are synthetic but shaped like re-ID embeddings: L2-normalised, a shared positive mean
 direction (ReLU-like features are never orthogonal), identities of ~17 images, identities in
@@ -35,19 +34,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-from pl_support import hwm_kib, reference_jaccard, reset_hwm, rss_kib  # next to this file
+import harness
+from problems import reference_jaccard
 
 # generator constants: identity spread within a look-alike group, image noise, camera shift
 ID_SPREAD, NOISE, CAM = 0.75, 0.8, 0.4
 FULL_SIZES = ["12936:2048", "32621:2048", "200000:128"]
-QUICK_SIZES = ["3000:256", "6000:256", "20000:64"]
+QUICK_SIZES = ["4000:128"]  # every variant once, ~15 s
 REFERENCE_MAX_N = 40000  # ~9 GB at 32,621 (three dense N×N float32 matrices at the peak)
 
 
@@ -109,16 +107,15 @@ def worker(args) -> dict:
     import gc
 
     gc.collect()
-    base = rss_kib()  # resident after imports and feature generation, before the step
-    out["baseline_rss_mib"] = base / 1024
+    out["baseline_rss_mib"] = harness.rss_bytes() / harness.MIB  # after imports and features, before the step
     per_phase = True
 
     def phase(name, fn):
         nonlocal per_phase
-        per_phase = reset_hwm() and per_phase
-        t = time.perf_counter()
-        result = fn()
-        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": hwm_kib() / 1024}
+        with harness.PeakRSS() as peak, harness.Timer() as clock:
+            result = fn()
+        per_phase = per_phase and peak.isolated
+        out["phases"][name] = {"wall_s": clock.seconds, "peak_rss_mib": peak.bytes / harness.MIB}
         return result
 
     if args.variant == "reference":
@@ -154,10 +151,8 @@ def worker(args) -> dict:
             out["ari_vs_exact"] = float(adjusted_rand_score(cluster(graph_exact, eps=args.eps), labels_pred))
     out["per_phase_peaks"] = per_phase
     out["total_wall_s"] = sum(p["wall_s"] for p in out["phases"].values())
-    # peak of the step: the phase maxima (clear_refs resets ru_maxrss together with VmHWM, so
-    # getrusage only covers the last phase there; without per-phase reset it is the process peak)
-    phase_peak = max(p["peak_rss_mib"] for p in out["phases"].values())
-    out["peak_rss_mib"] = phase_peak if per_phase else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # peak of the step: the phase maxima (without per-phase reset each is the process peak so far)
+    out["peak_rss_mib"] = max(p["peak_rss_mib"] for p in out["phases"].values())
     out["clusters"] = int(labels_pred.max()) + 1
     out["outliers"] = int((labels_pred < 0).sum())
     out["label_quality"] = label_quality(labels_pred, labels)
@@ -190,13 +185,12 @@ def sharded_worker(args) -> dict | None:
     xt = as_features(x)
     out = {"variant": f"{world} proc", "n": args.n, "d": args.d, "k1": args.k1, "k2": args.k2, "eps": args.eps,
            "threads": args.threads, "ranks": world, "phases": {}}
-    out["baseline_rss_mib"] = rss_kib() / 1024
+    out["baseline_rss_mib"] = harness.rss_bytes() / harness.MIB
 
     def phase(name, fn):
-        reset_hwm()
-        t = time.perf_counter()
-        result = fn()
-        out["phases"][name] = {"wall_s": time.perf_counter() - t, "peak_rss_mib": hwm_kib() / 1024}
+        with harness.PeakRSS() as peak, harness.Timer() as clock:
+            result = fn()
+        out["phases"][name] = {"wall_s": clock.seconds, "peak_rss_mib": peak.bytes / harness.MIB}
         return result
 
     dist.barrier()
@@ -265,11 +259,12 @@ def run_worker(variant, n, d, args, labels_out=None, ranks=1) -> dict | None:
     if labels_out:
         cmd += ["--labels-out", labels_out]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        print(f"  {variant} N={n}: worker failed (exit {proc.returncode})\n{proc.stderr[-2000:]}", flush=True)
+    done = harness.run_process(cmd, env=env)
+    if done.returncode != 0:
+        print(f"  {variant} N={n}: worker failed (exit {done.returncode})\n{done.stderr[-2000:]}", flush=True)
         return None
-    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    row = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    return {**row, "process_peak_rss_mib": done.peak_rss_bytes / harness.MIB}
 
 
 def fmt(r) -> str:
@@ -284,26 +279,33 @@ def fmt(r) -> str:
             + extra)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+COLUMNS = [harness.Column("n", "N"), harness.Column("d", "d"), harness.Column("variant", "variant"),
+           harness.Column("knn_s", "kNN s", ".2f"), harness.Column("jaccard_s", "Jaccard s", ".2f"),
+           harness.Column("dbscan_s", "DBSCAN s", ".2f"), harness.Column("total_wall_s", "total s", ".2f"),
+           harness.Column("peak_rss_mib", "peak MiB", ".0f"), harness.Column("baseline_rss_mib", "baseline MiB", ".0f"),
+           harness.Column("clusters", "clusters"), harness.Column("outliers", "outliers")]
+
+
+def parser():
+    p = harness.arguments(__doc__, threads=1)
     p.add_argument("--sizes", nargs="+", help="N or N:d entries (default: the full or quick set)")
     p.add_argument("--eps", type=float, default=0.6)
     p.add_argument("--k1", type=int, default=30)
     p.add_argument("--k2", type=int, default=6)
-    p.add_argument("--threads", type=int, default=1, help="torch / faiss / OpenMP threads per worker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ranks", type=int, default=1,
                    help="R > 1: compare the labeler's step as 1 process vs R processes (kNN split by rows)")
     p.add_argument("--backend", default="faiss", help="kNN backend of our variants (faiss, torch)")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--no-hnsw", action="store_true")
-    p.add_argument("--json", help="also write all results to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--rows", dest="n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--dims", dest="d", type=int, help=argparse.SUPPRESS)
     p.add_argument("--labels-out", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def body(args, report):
     if args.worker:
         args.variant = args.worker
         result = sharded_worker(args) if args.worker == "sharded" else worker(args)
@@ -363,11 +365,13 @@ def main(argv=None):
                   f"({int((lo != lr).sum())} of {len(lo)} differ)", flush=True)
             o["labels_identical_to_reference"] = bool((lo == lr).all())
         shutil.rmtree(tmp, ignore_errors=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+    for r in results:
+        r.update({f"{k.lower()}_s": v["wall_s"] for k, v in r["phases"].items()})
+    report.table(f"pseudo-label step per variant (k1={args.k1}, k2={args.k2}, eps={args.eps}; peak: the phases' "
+                 "maximum VmHWM of the worker)", results, COLUMNS)
+    report.add(results=results)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(body, parser()))

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import harness
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -88,17 +88,6 @@ def market_subset(source: Path, target: Path, train_ids: int, test_ids: int) -> 
     return target
 
 
-def child_main(argv: list[str]) -> None:
-    """Run ``dmireid`` in this process, then write its peak resident memory (MB) to ``argv[0]``."""
-    from dmireid.cli import main
-
-    code = main(argv[1:])
-    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    Path(argv[0]).write_text(json.dumps({"peak_mb": peak_kb / 1024}))
-    sys.exit(code)
-
-
 def row_command(args, row: str, seed: int, run_dir: Path) -> list[str]:
     preset, extra = ROWS[row]
     common = [f"device={args.device}", "data.name=market1501", f"data.root={args.data}", f"model.arch={args.arch}",
@@ -112,19 +101,18 @@ def row_command(args, row: str, seed: int, run_dir: Path) -> list[str]:
 def run_row(args, row: str, seed: int) -> dict:
     run_dir = Path(args.out) / f"{row}_seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    peak_file = run_dir / "peak.json"
-    command = [sys.executable, __file__, "--child", str(peak_file), *row_command(args, row, seed, run_dir)]
+    command = [sys.executable, "-m", "dmireid", *row_command(args, row, seed, run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    load_before, start = os.getloadavg()[0], time.time()
-    with open(run_dir / "stdout.log", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
-    result = {"row": row, "seed": seed, "seconds": time.time() - start,
+    load_before = os.getloadavg()[0]
+    done = harness.run_process(command, env=env, cwd=REPO, interval=0.5)  # peak RSS of dmireid's process tree
+    (run_dir / "stdout.log").write_text(done.stdout + done.stderr)
+    result = {"row": row, "seed": seed, "seconds": done.seconds,
               "load": round((load_before + os.getloadavg()[0]) / 2, 1), "run_dir": str(run_dir)}
-    if code != 0:
-        lines = (run_dir / "stdout.log").read_text().strip().splitlines()
-        return {**result, "error": lines[-1] if lines else f"exit {code}"}
-    result["peak_mb"] = json.loads(peak_file.read_text())["peak_mb"]
+    if done.returncode != 0:
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return {**result, "error": lines[-1] if lines else f"exit {done.returncode}"}
+    result["peak_mb"] = done.peak_rss_bytes / harness.MIB
     if ROWS[row][1] is None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         return {**result, "last": {**metrics, **{f"{k}_ema": v for k, v in metrics.items()}}, "epochs": []}
@@ -166,7 +154,8 @@ def markdown(results: list[dict], budget: str) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.arguments(__doc__, threads=1, quick="the tiny subset form: --budget tiny --subset 24 16 "
+                               "--rows dmi_recipe (a code check in seconds)", json_path=False)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     parser.add_argument("--data", default=str(SHARED / "data" / "cuhk03_pair1"), help="a Market-layout folder")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenetv2_100_imagenet.pth"))
@@ -174,14 +163,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rows", nargs="*", default=DEFAULT_ROWS, choices=sorted(ROWS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[1])
     parser.add_argument("--jobs", type=int, default=2, help="rows run at once (each with --threads threads)")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every row")
     parser.add_argument("--out", default="runs/bench_real")
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--subset", nargs=2, type=int, metavar=("TRAIN_IDS", "TEST_IDS"),
                         help="use only the first identities of the data (links in OUT/subset, nothing copied)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.budget, args.subset, args.rows, args.jobs = "tiny", [24, 16], ["dmi_recipe"], 1
+    return args
 
 
 def run_protocol(args: argparse.Namespace) -> list[dict]:
@@ -244,22 +235,23 @@ def real_check(argv: list[str]) -> int:
             break
         args.rows = [row]
         results += run_protocol(args)
+    print(harness.machine_line(harness.machine(args.threads)) + "\n")
     print(report(args, results))
     return 1 if any("error" in r for r in results) else 0
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--render"]:  # print the table of earlier --json files together
         files = [json.loads(Path(f).read_text()) for f in argv[1:]]
         print(markdown([r for f in files for r in f["results"]], files[0]["budget"]))
-        return
+        return 0
     args = parse_args(argv)
-    print(report(args, run_protocol(args)))
+    results = run_protocol(args)
+    print(harness.machine_line(harness.machine(args.threads)) + "\n")
+    print(report(args, results))
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child_main(sys.argv[2:])
-    else:
-        main()
+    sys.exit(main())

@@ -9,16 +9,16 @@ d = 2048) within 4 GiB peak RSS; MSMT17 test size (11,659 × 82,161, d = 2048) w
 with its time reported. The dense torchreid / CC form needs (Q+G)² floats per matrix (35 GB per
 matrix at MSMT17) and is not run; for the Market size its memory is estimated instead.
 
-Every size runs in a fresh subprocess of this script (``--worker SIZE``) so that ru_maxrss is the
-peak of that measurement alone. The worker records the RSS right after ``import torch`` (runtime
-baseline), generates the random clustered unit features of ``bench_evaluation.make_problem`` (same
-generator and seed, so the Euclidean metrics match that benchmark's), records the RSS again, then
-times one ``evaluate(..., rerank=True)`` call and reads the peak RSS; only after that it runs the
-plain Euclidean ``evaluate`` for the mAP without re-ranking (and its time). It prints one JSON
-line on stdout; progress (the re-ranker's phase timings and a heartbeat with the elapsed time and
-RSS) goes to stderr. The bounds are checked against the whole process's peak RSS (runtime and
-features included), the conservative reading; the table also shows the peak minus the
-after-``import torch`` baseline.
+Every size runs in a fresh subprocess of this script (``--worker SIZE``) so that its peak RSS
+(VmHWM: ``harness.peak_rss_bytes``) is the peak of that measurement alone. The worker records the
+RSS right after ``import torch`` (runtime baseline), generates the random clustered unit features of
+``problems.make_problem`` (as bench_evaluation: same generator and seed, so the Euclidean metrics
+match that benchmark's), records the RSS again, then times one ``evaluate(..., rerank=True)`` call
+and reads the peak RSS; only after that it runs the plain Euclidean ``evaluate`` for the mAP without
+re-ranking (and its time). It prints one JSON line on stdout; progress (the re-ranker's phase
+timings and a heartbeat with the elapsed time and RSS) goes to stderr. The bounds are checked
+against the whole process's peak RSS (runtime and features included), the conservative reading; the
+table also shows the peak minus the after-``import torch`` baseline.
 """
 
 from __future__ import annotations
@@ -26,19 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import threading
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness
+from problems import SIZES as PROBLEMS
+from problems import make_problem
 
-from bench_evaluation import SIZES as PROBLEMS  # noqa: E402
-from bench_evaluation import make_problem  # noqa: E402
-
-GIB = 2**30
+GIB = harness.GIB
 K1, K2, LAMBDA = 20, 6, 0.3
 SIZES = {  # name: (bench_evaluation problem, peak-RSS bound in bytes or None)
     "market": ("market", 4 * GIB),
@@ -50,19 +46,6 @@ SIZES = {  # name: (bench_evaluation problem, peak-RSS bound in bytes or None)
 # original_dist, V, argsort's int64 result (2 units) and its int32 cast are alive together, and the
 # caller's q_q/q_g/g_g input distances (1 unit in all) throughout: a transient peak of ~6 units.
 DENSE_MATRICES = ("original_dist (float32)", "V (float32)", "initial_rank (int32)", "V_qe (float32)")
-
-
-def peak_rss() -> int:
-    """Peak resident set size of this process in bytes (Linux ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return peak_rss()
 
 
 def dense_estimate(size: str) -> tuple[int, int]:
@@ -83,8 +66,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            print(f"[{self.label}] {time.perf_counter() - self._start:7.0f} s, RSS {current_rss() / GIB:.2f} GiB "
-                  f"(peak {peak_rss() / GIB:.2f} GiB)", file=sys.stderr, flush=True)
+            print(f"[{self.label}] {time.perf_counter() - self._start:7.0f} s, RSS {harness.rss_bytes() / GIB:.2f} GiB "
+                  f"(peak {harness.peak_rss_bytes() / GIB:.2f} GiB)", file=sys.stderr, flush=True)
 
     def __enter__(self):
         self._start = time.perf_counter()
@@ -101,10 +84,8 @@ def worker(size: str, threads: int | None, heartbeat: float) -> None:
 
     import torch
 
-    rss_torch = peak_rss()
-    if threads:
-        torch.set_num_threads(threads)
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=f"[{size}] %(message)s")
+    rss_torch = harness.peak_rss_bytes()
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format=f"[{size}] %(message)s", force=True)
     logging.getLogger("dmireid.evaluation.rerank").setLevel(logging.INFO)  # phase timings
     from dmireid.evaluation import evaluate
 
@@ -113,13 +94,13 @@ def worker(size: str, threads: int | None, heartbeat: float) -> None:
     qf, gf, qp, gp, qc, gc = make_problem(problem)
     print(f"[{size}] features {tuple(qf.shape)} query, {tuple(gf.shape)} gallery generated in "
           f"{time.perf_counter() - t:.1f} s; re-ranking ...", file=sys.stderr, flush=True)
-    rss_features = peak_rss()
+    rss_features = harness.peak_rss_bytes()
 
     start = time.perf_counter()
     with Heartbeat(size, heartbeat):
         reranked = evaluate(qf, gf, qp, gp, qc, gc, rerank=True, k1=K1, k2=K2, lambda_value=LAMBDA)
     wall = time.perf_counter() - start
-    peak = peak_rss()
+    peak = harness.peak_rss_bytes()
 
     print(f"[{size}] re-ranked evaluation {wall:.1f} s, peak RSS {peak / GIB:.2f} GiB; plain evaluation ...",
           file=sys.stderr, flush=True)
@@ -144,43 +125,45 @@ def measure(size: str, threads: int | None, heartbeat: float) -> dict:
     if threads:
         cmd += ["--threads", str(threads)]
     print(f"running {size} in a fresh process ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) passes through
-    if proc.returncode != 0:
-        raise SystemExit(f"worker {size} failed with status {proc.returncode} (its stderr is above)")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return harness.run_worker(cmd, capture_stderr=False)  # stderr (progress) passes through
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny size only (seconds)")
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), help="default: market msmt17")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines on stderr")
-    parser.add_argument("--worker", choices=sorted(SIZES), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+def gib(value) -> str:
+    return f"{value / GIB:.2f}"
+
+
+COLUMNS = [harness.Column("size", "size"), harness.Column("shape", "Q×G×d"), harness.Column("threads", "threads"),
+           harness.Column("wall_s", "wall s", ".1f"), harness.Column("wall_plain_s", "plain s", ".1f"),
+           harness.Column("peak_rss_bytes", "peak GiB", gib), harness.Column("rss_after_torch_bytes", "torch GiB", gib),
+           harness.Column("rss_after_features_bytes", "before GiB", gib),
+           harness.Column("features_bytes", "feat GiB", gib), harness.Column("above_torch_bytes", "peak-torch", gib),
+           harness.Column("bound_bytes", "bound", lambda v: f"{v / GIB:.0f} GiB"),
+           harness.Column("within_bound", "ok", lambda v: "yes" if v else "NO"),
+           harness.Column("mAP_rerank", "mAP rr", ".4f"), harness.Column("mAP_plain", "mAP", ".4f"),
+           harness.Column("rank1_rerank", "R1 rr", ".3f"), harness.Column("rank1_plain", "R1", ".3f")]
+
+
+def parser():
+    p = harness.arguments(__doc__, threads=None, quick="tiny size only (seconds)")
+    p.add_argument("--sizes", nargs="+", choices=sorted(SIZES), help="default: market msmt17")
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between progress lines on stderr")
+    p.add_argument("--worker", choices=sorted(SIZES), help=argparse.SUPPRESS)
+    return p
+
+
+def body(args, report) -> None:
     if args.worker:
         worker(args.worker, args.threads, args.heartbeat)
         return
-
     sizes = args.sizes or (["quick"] if args.quick else ["market", "msmt17"])
     rows = [measure(size, args.threads, args.heartbeat) for size in sizes]
-    print(f"\nevaluate(..., rerank=True), k1={K1}, k2={K2}, lambda={LAMBDA}. peak: whole-process peak RSS "
-          "(checked against the bound); torch: RSS after `import torch`; before: RSS after the imports and the "
-          "features, before the timed call; feat: the features' own size; plain: evaluate without re-ranking")
-    header = (f"{'size':<8}{'Q×G×d':>20}{'threads':>8}{'wall s':>9}{'plain s':>9}{'peak GiB':>10}"
-              f"{'torch GiB':>11}{'before GiB':>12}{'feat GiB':>10}{'peak-torch':>12}{'bound':>8}{'ok':>5}"
-              f"{'mAP rr':>8}{'mAP':>8}{'R1 rr':>7}{'R1':>7}")
-    print(header)
-    print("-" * len(header))
     for r in rows:
-        bound = "-" if r["bound_bytes"] is None else f"{r['bound_bytes'] / GIB:.0f} GiB"
-        ok = "-" if r["within_bound"] is None else ("yes" if r["within_bound"] else "NO")
-        print(f"{r['size']:<8}{'%d×%d×%d' % (r['num_query'], r['num_gallery'], r['dim']):>20}"
-              f"{r['threads']:>8}{r['wall_s']:>9.1f}{r['wall_plain_s']:>9.1f}{r['peak_rss_bytes'] / GIB:>10.2f}"
-              f"{r['rss_after_torch_bytes'] / GIB:>11.2f}{r['rss_after_features_bytes'] / GIB:>12.2f}"
-              f"{r['features_bytes'] / GIB:>10.2f}"
-              f"{(r['peak_rss_bytes'] - r['rss_after_torch_bytes']) / GIB:>12.2f}{bound:>8}{ok:>5}"
-              f"{r['mAP_rerank']:>8.4f}{r['mAP_plain']:>8.4f}{r['rank1_rerank']:>7.3f}{r['rank1_plain']:>7.3f}")
+        r["shape"] = f"{r['num_query']}×{r['num_gallery']}×{r['dim']}"
+        r["above_torch_bytes"] = r["peak_rss_bytes"] - r["rss_after_torch_bytes"]
+    report.table(f"evaluate(..., rerank=True), k1={K1}, k2={K2}, lambda={LAMBDA}. peak: whole-process peak RSS "
+                 "(checked against the bound); torch: RSS after `import torch`; before: RSS after the imports and the "
+                 "features, before the timed call; feat: the features' own size; plain: evaluate without re-ranking",
+                 rows, COLUMNS, threads=rows[0]["threads"] if rows else None)
     if any(r["size"] == "market" for r in rows):
         one, total = dense_estimate("market")
         nq, ng = PROBLEMS["market"][:2]
@@ -189,7 +172,8 @@ def main(argv=None) -> None:
               f"({', '.join(DENSE_MATRICES)}) = {total / GIB:.2f} GiB at its query expansion (a lower bound: "
               f"with the caller's q_q/q_g/g_g inputs and argsort's int64 result, its transient peak is ~6 "
               f"matrices = {6 * one / GIB:.2f} GiB)")
+        report.add(dense_market_estimate_bytes=total)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main(body, parser()))

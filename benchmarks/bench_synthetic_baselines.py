@@ -1,6 +1,7 @@
 """How hard is the synthetic dataset? Generation time and untrained baselines.
 
     python benchmarks/bench_synthetic_baselines.py [--ids 200] [--seeds 0 1 2] [--resnet50]
+    python benchmarks/bench_synthetic_baselines.py --quick            # 40 ids, seed 0 (seconds)
 
 Per seed: generates the default synthetic set (num_ids, 6 cameras, 128×64) into a temporary
 folder, reports the time, and the mAP / rank-1 of
@@ -13,20 +14,17 @@ script is self-contained (it does not use ``dmireid.evaluation``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
-import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.metrics import average_precision_score
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from sklearn.metrics import average_precision_score  # noqa: E402
-
-from dmireid.data import ImageDataset, build_test_transform, load_dataset, make_synthetic  # noqa: E402
+from dmireid.data import ImageDataset, build_test_transform, load_dataset, make_synthetic
 
 
 def pixel_features(samples) -> np.ndarray:
@@ -65,28 +63,41 @@ def map_rank1(qf, gf, query, gallery) -> tuple[float, float]:
     return float(np.mean(aps)), float(np.mean(r1))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ids", type=int, default=200)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--resnet50", action="store_true", help="also a random-init ResNet-50 (slow on CPU)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+COLUMNS = [harness.Column("seed", "seed"), harness.Column("generate_s", "generated s", ".1f"),
+           harness.Column("generate_cpu_s", "CPU s", ".1f"), harness.Column("train", "train"),
+           harness.Column("query", "query"), harness.Column("gallery", "gallery"),
+           harness.Column("pixels_mAP", "pixels mAP", ".3f"), harness.Column("pixels_R1", "pixels R1", ".3f"),
+           harness.Column("resnet50_mAP", "ResNet-50 mAP", ".3f"), harness.Column("resnet50_R1", "ResNet-50 R1", ".3f")]
+
+
+def parser():
+    p = harness.arguments(__doc__, threads=1, quick="40 ids, seed 0 (seconds)")
+    p.add_argument("--ids", type=int, default=200)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--resnet50", action="store_true", help="also a random-init ResNet-50 (slow on CPU)")
+    return p
+
+
+def body(args, report) -> None:
+    if args.quick:
+        args.ids, args.seeds = 40, [0]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            start, cpu = time.perf_counter(), time.process_time()
-            root = make_synthetic(os.path.join(tmp, f"s{seed}"), num_ids=args.ids, seed=seed)
-            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            with harness.Timer() as clock:
+                root = make_synthetic(os.path.join(tmp, f"s{seed}"), num_ids=args.ids, seed=seed)
             ds = load_dataset("market1501", root)
-            line = (f"seed {seed}: generated in {elapsed:.1f}s wall / {cpu:.1f}s CPU ({len(ds.train)} train / {len(ds.query)} query / "
-                    f"{len(ds.gallery)} gallery); raw pixels mAP {{:.3f}} R1 {{:.3f}}")
-            line = line.format(*map_rank1(pixel_features(ds.query), pixel_features(ds.gallery), ds.query, ds.gallery))
+            row = {"seed": seed, "generate_s": clock.seconds, "generate_cpu_s": clock.cpu_seconds,
+                   "train": len(ds.train), "query": len(ds.query), "gallery": len(ds.gallery)}
+            row["pixels_mAP"], row["pixels_R1"] = map_rank1(pixel_features(ds.query), pixel_features(ds.gallery),
+                                                            ds.query, ds.gallery)
             if args.resnet50:
-                line += " | random ResNet-50 mAP {:.3f} R1 {:.3f}".format(
-                    *map_rank1(resnet50_features(ds.query), resnet50_features(ds.gallery), ds.query, ds.gallery))
-            print(line, flush=True)
-    return 0
+                row["resnet50_mAP"], row["resnet50_R1"] = map_rank1(resnet50_features(ds.query),
+                                                                    resnet50_features(ds.gallery), ds.query, ds.gallery)
+            rows.append(row)
+    report.table(f"synthetic set of {args.ids} ids: generation time (wall / CPU) and untrained baselines", rows,
+                 COLUMNS)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(body, parser()))

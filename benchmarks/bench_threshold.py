@@ -2,6 +2,7 @@
 
     python benchmarks/bench_threshold.py runs/x/last.pt --data ../shared/data/cuhk03_pair1
     python benchmarks/bench_threshold.py runs/demo/last.pt --data data/synthetic --false-match-rate 0.001 0.01 0.05
+    python benchmarks/bench_threshold.py --quick     # trains a 1-epoch smoke run on a small synthetic set first
 
 On the test identities (query ∪ gallery of a Market-layout folder; pid 0 distractors and junk
 left out), with the checkpoint's encoder (θ' when it has one), for each target false-match rate:
@@ -21,25 +22,22 @@ share of same-identity pairs ≤ threshold. Distances: cosine, 1 - <a, b> of uni
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from dmireid.embedding.checkpoint import load_checkpoint  # noqa: E402
-from dmireid.config import load_config  # noqa: E402
-from dmireid.data import load_dataset  # noqa: E402
-from dmireid.evaluation.open_set import estimate_threshold, match_rates  # noqa: E402
-from dmireid.embedding import FeatureExtractor, weights_fingerprint  # noqa: E402
-from dmireid.pseudo_labels import call_labeler  # noqa: E402
-from dmireid import build  # noqa: E402
+from dmireid.embedding.checkpoint import load_checkpoint
+from dmireid.config import load_config
+from dmireid.data import load_dataset
+from dmireid.evaluation.open_set import estimate_threshold, match_rates
+from dmireid.embedding import FeatureExtractor, weights_fingerprint
+from dmireid.pseudo_labels import call_labeler
+from dmireid import build
 
 
 def test_features(extractor: FeatureExtractor, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -49,10 +47,21 @@ def test_features(extractor: FeatureExtractor, dataset) -> tuple[np.ndarray, np.
     return features, np.array([pid for _, pid, _ in samples]), np.array([cam for _, _, cam in samples])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint")
-    p.add_argument("--data", required=True, help="a Market-layout folder (query/, bounding_box_test/)")
+def quick_checkpoint(folder: Path) -> tuple[str, str]:
+    """(last.pt of a 1-epoch smoke run, its Market-layout synthetic folder) made in ``folder``."""
+    from dmireid.engine import train
+
+    root = folder / "synthetic"  # the smoke preset's 24 ids, generated here
+    train(load_config("smoke", [f"output_dir={folder / 'run'}", f"data.root={root}", "train.epochs=1"]),
+          progress=False)
+    return str(folder / "run" / "last.pt"), str(root)
+
+
+def main() -> int:
+    p = harness.arguments(__doc__, threads=None, json_path=False,
+                          quick="train a 1-epoch smoke run on 24 synthetic ids first and measure its checkpoint")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint (not with --quick)")
+    p.add_argument("--data", help="a Market-layout folder (query/, bounding_box_test/)")
     p.add_argument("--dataset", default="market1501", help="the loader of that folder")
     p.add_argument("--false-match-rate", type=float, nargs="+", default=[0.01])
     p.add_argument("--encoder", choices=["online", "momentum"])
@@ -61,6 +70,18 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=1_000_000, help="sampled pairs of each kind for the rates")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    harness.set_threads(args.threads)
+    if args.quick:
+        with tempfile.TemporaryDirectory(prefix="bench_threshold-") as tmp:
+            args.checkpoint, args.data = quick_checkpoint(Path(tmp))
+            args.pairs = min(args.pairs, 100_000)
+            return measure(args)
+    if not args.checkpoint or not args.data:
+        p.error("a checkpoint and --data are needed (or --quick)")
+    return measure(args)
+
+
+def measure(args) -> int:
 
     state = load_checkpoint(args.checkpoint)
     extractor = FeatureExtractor(state, device=args.device, batch_size=args.batch_size, encoder=args.encoder,
@@ -79,7 +100,8 @@ def main() -> None:
     if labels is not None:
         print(f"test clusters (no labels): {int(labels.max()) + 1} clusters, {int((labels < 0).sum())} outliers")
     results = []
-    print(f"\n{'target FMR':>10}  {'threshold from':<18} {'threshold':>9} {'real FMR':>9} {'real TMR':>9}"
+    print("\n" + harness.machine_line(harness.machine(args.threads)))
+    print(f"{'target FMR':>10}  {'threshold from':<18} {'threshold':>9} {'real FMR':>9} {'real TMR':>9}"
           f" {'TMR gap':>8}")
     for rate in args.false_match_rate:
         candidates = {"labelled optimum": estimate_threshold(features, pids, rate)["threshold"]}
@@ -99,7 +121,8 @@ def main() -> None:
               f"({stored.get('estimated_from')})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,30 +20,30 @@ gallery. Table on stdout; numbers in ``--json`` (default ``OUT/gpu_check.json``,
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
-import shutil
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 STARTED = time.perf_counter()
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import harness  # noqa: E402,I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import dmireid  # noqa: E402
+from dmireid import build  # noqa: E402
 from dmireid.config import load_config  # noqa: E402
 from dmireid.data import load_dataset  # noqa: E402
 from dmireid.data.synthetic import MARKER  # noqa: E402
 from dmireid.devices import resolve_device  # noqa: E402
 from dmireid.engine import Hook, ProgressHook, Trainer  # noqa: E402
 from dmireid.errors import DmireidError  # noqa: E402
+from timed_parts import TimedStep, instrumented  # noqa: E402
 
 GIB = 2**30
 # usable GiB assumed per card class (A10 22.5 / RTX 4090 24.0; A100-40GB 39.4; L40S 44.4 / A6000 47.5)
@@ -102,52 +102,9 @@ class PhaseClock(Hook):
     def after_iter(self, trainer, iteration):
         if iteration in (1, trainer.loop.iters):
             self.marks["first_iter" if iteration == 1 else "last_iter"] = self.now()
-
-
-def instrument(trainer: Trainer, clock: PhaseClock, true_labels: np.ndarray | None) -> dict:
-    """Wrap the trainer's extract / labeler / train_iterations / step (instance attributes) to time
-    them; returns a dict filled during the run (what the labeler found, the first batch on the CPU)."""
-    seen: dict = {}
-    extract, labeler, iterations, step = trainer.extract, trainer.labeler, trainer.train_iterations, trainer.step
-
-    def timed_extract(model, samples, description):
-        start, theta = clock.now(), model is trainer.unwrapped
-        out, key = extract(model, samples, description), "extraction" if theta else "theta_prime_extraction"
-        clock.seconds[key] = clock.seconds.get(key, 0.0) + clock.now() - start
-        seen["theta_prime_images"] = seen.get("theta_prime_images", 0) + (0 if theta else len(samples))
-        return out
-
-    def timed_labeler(features):
-        start = clock.now()
-        found = labeler(features.to(trainer.device))
-        clock.seconds["labeler"] = clock.now() - start
-        seen.update(found_clusters=int(found.max()) + 1, found_outliers=int((found < 0).sum()),
-                    labeler_phases=dict(getattr(labeler, "timings", {})))
-        use_true = true_labels is not None and len(true_labels) == len(found)
-        seen["labels_used"] = "true ids" if use_true else "found"
-        return true_labels.copy() if use_true else found
-
-    def timed_iterations(labels):
-        clock.marks["objective_done"] = clock.now()
-        clock.seconds["objective"] = clock.marks["objective_done"] - clock.marks["labels"]
-        seen["clusters_used"] = int(labels.max()) + 1
-        clock.peaks["before_iterations"] = clock.peak()  # extraction, labeler, objective
-        clock.reset_peak()
-        iterations(labels)
-        clock.seconds["iterations"] = clock.now() - clock.marks["objective_done"]
-        clock.peaks["iterations"] = clock.peak()
-
-    def timed_step(images, y, iteration, *args, **kwargs):
-        if "batch" not in seen:
-            seen["batch"] = (images.detach().cpu(), y.detach().cpu())
-        start = time.perf_counter()
-        out = step(images, y, iteration, *args, **kwargs)
-        clock.step_spans.append((start, time.perf_counter()))
-        return out
-
-    trainer.extract, trainer.labeler, trainer.train_iterations, trainer.step = (
-        timed_extract, timed_labeler, timed_iterations, timed_step)
-    return seen
+        if iteration == trainer.loop.iters:
+            self.seconds["iterations"] = self.marks["last_iter"] - self.marks["objective_done"]
+            self.peaks["iterations"] = self.peak()
 
 
 @torch.no_grad()
@@ -228,7 +185,7 @@ def throughput(clock: PhaseClock, trainer: Trainer) -> dict:
     return {"iterations": n, "first_iteration_s": m.get("first_iter", 0.0) - m.get("objective_done", 0.0),
             "images_per_s": (n - 1) * batch / steady if ok else None,
             "seconds_per_iteration": steady / (n - 1) if ok else None, "data_wait_share": gaps / steady if ok else None,
-            "trainer_images_per_s": trainer.record.get("images_per_s")}
+            "trainer_images_per_s": trainer.storage.latest.get("images_per_s")}
 
 
 def fmt(value, spec=".1f", unit=""):
@@ -279,7 +236,7 @@ def table(r: dict) -> str:
     amp = ", ".join(f"{k} {v['rel_diff']:.2e} (loss {v['loss']:.5f})" for k, v in a["dtypes"].items())
     rows += [("AMP vs fp32 loss", f"relative difference {amp}; fp32 loss {a['loss_fp32']:.5f}, one batch of "
               f"{a['batch']}" + ("" if a["run_uses_amp"] else " (this run trains in fp32: CPU autocast shown)")),
-             ("total s", fmt(p.get("total")))]
+             ("total s", fmt(p.get("total"))), ("machine", harness.machine_line(r["machine"]).split(": ", 1)[1])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -295,16 +252,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--image-size", type=lambda v: tuple(int(x) for x in v.lower().split("x", 1)), metavar="HxW",
         help="size of the generated files (default 128x64; --tiny 64x32)")
     add("--tiny", action="store_true", help="24 ids, 64x32, resnet18, batch 16 = 4x4, 2 iterations, 0 workers")
+    add("--quick", action="store_true", help="--tiny --device cpu (what CI runs)")
     add("--labels", choices=["true", "found"], default="true", help="train on the synthetic ids or the labeler's")
     add("--eval", action="store_true", help="also time the query+gallery evaluation of θ and θ'")
     add("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more config overrides, applied last")
-    return parser.parse_args(argv)
-
-
-def write(report: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (tmp := path.with_name(path.name + ".tmp")).write_text(json.dumps(report, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tiny, args.device = True, "cpu"
+    return args
 
 
 def build_overrides(args: argparse.Namespace, root: Path, out: Path, options: dict) -> list[str]:
@@ -316,14 +271,16 @@ def build_overrides(args: argparse.Namespace, root: Path, out: Path, options: di
 
 
 def time_epoch(cfg, true_labels: np.ndarray | None) -> tuple[Trainer, PhaseClock, dict]:
-    """The public Trainer with the timing hook and wrappers: set-up, then its one epoch."""
-    clock = PhaseClock(resolve_device(cfg.device))
+    """The public Trainer on timed parts and a timed step, with the timing hook: set-up, one epoch."""
+    clock, seen = PhaseClock(resolve_device(cfg.device)), {}
     start = time.perf_counter()
-    trainer = Trainer(cfg, hooks=[clock, ProgressHook(cfg.train.iters, 1, cfg.train.batch_size, True, 20)],
+    build.import_plugins(cfg)
+    parts = instrumented(build.training(cfg, progress=False), clock, true_labels, seen)
+    trainer = Trainer(parts, hooks=[clock, ProgressHook(cfg.train.iters, 1, cfg.train.batch_size, True, 20)],
                       progress=False, default_hooks=False)  # timing only: no checkpoint, no per-epoch evaluation
+    trainer.step = TimedStep(trainer.step, clock, seen)
     trainer.setup()
     clock.seconds["setup"] = clock.now() - start
-    seen = instrument(trainer, clock, true_labels)
     trainer.run()
     clock.seconds["epoch"] = clock.now() - clock.marks["epoch"]
     return trainer, clock, seen
@@ -351,7 +308,7 @@ def run(args: argparse.Namespace) -> dict:
         resolve_device(cfg.device)  # a missing GPU fails before the data is written
         report["settings"] = {k: setting(cfg, k) for k in SETTINGS}
         report["data"], true_labels = prepare_data(root, options)
-        write(report, json_path)
+        harness.write_json(json_path, report)
         trainer, clock, seen = time_epoch(cfg, true_labels if args.labels == "true" else None)
         clock.seconds["imports"] = imported - STARTED
         report.update(device=torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu",
@@ -359,9 +316,9 @@ def run(args: argparse.Namespace) -> dict:
                       amp_dtype=str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off",
                       pseudo_labels={k: v for k, v in seen.items() if k != "batch"},
                       throughput=throughput(clock, trainer), memory=memory_report(clock, trainer.device),
-                      loss=trainer.record.get("loss"), phases=clock.seconds,
+                      loss=trainer.storage.latest.get("loss"), phases=clock.seconds,
                       estimated_recipe_hours=clock.seconds["epoch"] * preset.train.epochs / 3600)
-        write(report, json_path)
+        harness.write_json(json_path, report)
         if "batch" not in seen:
             raise DmireidError(f"the epoch trained no batch (the labeler found {seen.get('found_clusters')} "
                                f"clusters; --labels true trains on the synthetic ids)")
@@ -373,8 +330,9 @@ def run(args: argparse.Namespace) -> dict:
             report["evaluation"] = trainer.evaluate_encoders()
             clock.seconds["evaluation"] = clock.now() - start
         clock.seconds["total"] = time.perf_counter() - STARTED
+        report["machine"] = harness.machine()
         report["status"] = "done"
-        write(report, json_path)
+        harness.write_json(json_path, report)
     finally:
         shutil.rmtree(scratch / "synthetic", ignore_errors=True)
         shutil.rmtree(scratch / "run", ignore_errors=True)
@@ -386,8 +344,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     if "--real" in (sys.argv[1:] if argv is None else argv):  # the real-image form: bench_real's protocol
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_real import real_check
+        from bench_real import real_check  # a sibling of this script
 
         return real_check(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)

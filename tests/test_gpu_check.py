@@ -6,7 +6,6 @@ unimportable (a ``sitecustomize`` that puts None in ``sys.modules``), as in a st
 """
 
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -18,21 +17,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from benchmark_modules import load_benchmark
 from dmireid.errors import DmireidError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 BLOCKED = ("faiss", "onnx", "onnxruntime", "tensorboard", "timm")
 ROWS = ["preset", "device", "settings", "data", "set-up s", "extraction s", "pseudo-labels s", "objective s",
-        "iterations s", "evaluation s", "epoch s", "images/s", "peak GPU memory", "AMP vs fp32 loss", "total s"]
+        "iterations s", "evaluation s", "epoch s", "images/s", "peak GPU memory", "AMP vs fp32 loss", "total s",
+        "machine"]
 
 
 @functools.lru_cache(maxsize=None)
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 def stock_image_env(folder: Path) -> dict:
@@ -99,6 +97,11 @@ def test_tiny_cpu_run_prints_the_table(tiny):
     assert row["iterations s"].startswith(f"{report['phases']['iterations']:.1f} (2 iterations")
     assert f"{report['amp']['rel_diff']:.2e}" in row["AMP vs fp32 loss"]
     assert "arch=resnet18" in row["settings"] and "knn_backend=torch" in row["settings"]
+    assert row["machine"] == harness_line(report["machine"]) and report["machine"]["cpu_model"] in row["machine"]
+
+
+def harness_line(machine: dict) -> str:
+    return load_benchmark("harness").machine_line(machine).split(": ", 1)[1]
 
 
 def test_card_verdicts_by_hand():
@@ -130,7 +133,7 @@ def test_throughput_from_step_spans_by_hand():
     clock = script.PhaseClock(torch.device("cpu"))
     clock.step_spans = [(0.0, 1.0), (1.5, 2.5), (3.0, 4.0)]  # 0.5 s outside step before steps 2 and 3
     clock.marks.update(objective_done=-0.5, first_iter=1.1, last_iter=4.1)
-    trainer = SimpleNamespace(loop=SimpleNamespace(batch_size=8), record={"images_per_s": 5.0})
+    trainer = SimpleNamespace(loop=SimpleNamespace(batch_size=8), storage=SimpleNamespace(latest={"images_per_s": 5.0}))
     t = script.throughput(clock, trainer)
     assert t["iterations"] == 3 and t["first_iteration_s"] == pytest.approx(1.6)
     assert t["images_per_s"] == pytest.approx(2 * 8 / 3.0) and t["seconds_per_iteration"] == pytest.approx(1.5)
