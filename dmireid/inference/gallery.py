@@ -266,11 +266,12 @@ class GalleryIndex:
         value = self.manifest.get("threshold")
         return None if value is None else float(value)
 
-    def set_threshold(self, value: float, false_match_rate: float | None = None) -> None:
-        """Set the open-set distance threshold (cosine distance, in [0, 2]) stored in index.json."""
+    def set_threshold(self, value: float, false_match_rate: float | None = None, source: str = "set") -> None:
+        """Set the open-set distance threshold (cosine distance, in [0, 2]) stored in index.json;
+        ``source`` says where it came from (shown by ``info``)."""
         if not 0 <= float(value) <= 2:
             raise DmireidError(f"threshold {value} is not a cosine distance in [0, 2]")
-        self.store.update_manifest(threshold=float(value), false_match_rate=false_match_rate, threshold_source="set")
+        self.store.update_manifest(threshold=float(value), false_match_rate=false_match_rate, threshold_source=source)
 
     def search(self, queries, topk: int = 10, threshold: float | None = None) -> list[list[Hit]]:
         """Rank the gallery for each query (file paths or PIL images): up to ``topk`` hits each,

@@ -122,11 +122,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 class MetaStore:
-    """meta.sqlite: rows and the generation number (autocommit connection, explicit transactions;
-    one connection shared by threads, each statement and each transaction under ``self.db_lock``)."""
+    """meta.sqlite: rows and the generation number. Writes: one autocommit connection, explicit
+    transactions, under ``self.db_lock``. Reads (:meth:`fetch`): one connection per thread, so a
+    search never waits for a transaction and, the database being in WAL mode, sees the last commit."""
 
     def __init__(self, path: Path):
         self.path, self.db_lock = path, threading.RLock()
+        self._local, self._readers, self._readers_lock = threading.local(), [], threading.Lock()
         try:
             self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=60)
             self.db.execute("PRAGMA journal_mode=WAL")  # readers see the last commit while a writer works
@@ -136,13 +138,23 @@ class MetaStore:
             raise DmireidError(f"{path}: cannot open the metadata database ({exc})") from None
 
     def close(self) -> None:
-        with self.db_lock:
-            self.db.close()
+        with self.db_lock, self._readers_lock:
+            for db in [self.db, *self._readers]:
+                db.close()
+            self._readers.clear()
 
     def fetch(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        """Every row of one statement (the connection locked while it runs)."""
-        with self.db_lock:
-            return self.db.execute(sql, params).fetchall()
+        """Every row of one read-only statement, on this thread's reading connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=60)
+            except sqlite3.Error as exc:
+                raise DmireidError(f"{self.path}: cannot open the metadata database ({exc})") from None
+            with self._readers_lock:
+                self._readers.append(db)
+            self._local.db = db
+        return db.execute(sql, params).fetchall()
 
     def generation(self) -> int:
         return int(self.fetch("SELECT value FROM state WHERE key='generation'")[0][0])
@@ -201,7 +213,7 @@ class MetaStore:
                                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                                    ((int(i), *row, v.tobytes()) for i, row, v in zip(ids, rows, vectors)))
                     db.execute("UPDATE state SET value = value + 1 WHERE key='generation'")
-                    generation = self.generation()
+                    generation = int(db.execute("SELECT value FROM state WHERE key='generation'").fetchone()[0])
                     kill_point("before_meta_commit")
                     db.execute("COMMIT")
                 except BaseException:
