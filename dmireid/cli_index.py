@@ -1,4 +1,4 @@
-"""``dmireid index build|add|remove|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
+"""``dmireid index build|add|remove|rebuild|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
 
 The work is :class:`dmireid.inference.GalleryIndex` and :func:`dmireid.inference.calibrate`.
 """
@@ -17,7 +17,7 @@ def cmd_index_build(args) -> int:
 
     index = GalleryIndex.build(args.checkpoint, args.images, args.out, approximate=args.approximate,
                                skip_unreadable=args.skip_unreadable, device=args.device, tag=args.tag,
-                               encoder=args.encoder)
+                               encoder=args.encoder, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m)
     info = index.info()
     threshold = (f"threshold {info['threshold']:.4f} ({info['threshold_source']})" if info["threshold"] is not None
                  else "no threshold (dmireid calibrate, then build again, or search with --threshold)")
@@ -50,6 +50,16 @@ def cmd_index_remove(args) -> int:
     index = GalleryIndex.open(args.index)
     removed = index.remove(args.paths)
     print(f"removed {removed} images from {args.index}; {index.info()['count']} left")
+    return 0
+
+
+def cmd_index_rebuild(args) -> int:
+    from .inference import GalleryIndex
+    from .inference.gallery import describe_kind
+
+    index = GalleryIndex.open(args.index)
+    info = index.rebuild(args.approximate, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m)
+    print(f"rebuilt {args.index}: {info['count']} images, {describe_kind(index.manifest)}")
     return 0
 
 
@@ -143,6 +153,18 @@ def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
         p.add_argument("--checkpoint", help="the checkpoint the index was built with, if it moved")
 
 
+def _approximate(p: argparse.ArgumentParser, default: str = "exact search") -> None:
+    from .inference.vector_index import APPROXIMATE_KINDS, DEFAULT_NPROBE, DEFAULT_PQ_M
+
+    kinds = APPROXIMATE_KINDS + (("exact",) if default != "exact search" else ())
+    p.add_argument("--approximate", metavar="KIND", choices=kinds,
+                   help=f"{', '.join(kinds)}: an approximate index for large galleries (IVF trained on the "
+                        f"gallery's vectors; default: {default})")
+    p.add_argument("--nlist", type=int, help="IVF lists (default about 4 x sqrt(N))")
+    p.add_argument("--nprobe", type=int, help=f"IVF lists searched per query (default {DEFAULT_NPROBE})")
+    p.add_argument("--pq-m", type=int, help=f"ivf-pq: bytes per vector (default {DEFAULT_PQ_M})")
+
+
 def _adding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out images that cannot be read and list them (default: stop before writing)")
@@ -168,7 +190,7 @@ def add_index_parsers(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders (recursive: jpg, png, bmp)")
     p.add_argument("--out", required=True, help="the new index folder")
-    p.add_argument("--approximate", action="store_true", help="HNSW graph search (large galleries) instead of exact")
+    _approximate(p)
     p.add_argument("--encoder", choices=["online", "momentum"], help="default: momentum when the checkpoint has one")
     _adding(p)
     _common(p)
@@ -185,6 +207,11 @@ def add_index_parsers(sub) -> None:
     p.add_argument("index")
     p.add_argument("--paths", nargs="+", required=True)
     p.set_defaults(func=cmd_index_remove)
+
+    p = isub.add_parser("rebuild", help="retrain the approximate index on every vector now in it (atomic)")
+    p.add_argument("index")
+    _approximate(p, "the index's kind")
+    p.set_defaults(func=cmd_index_rebuild)
 
     p = isub.add_parser("info", help="what the index holds")
     p.add_argument("index")

@@ -29,7 +29,9 @@ object and then swaps the :class:`~.vector_index.Snapshot` readers use, so searc
 threads go on during a change (they see the state before it until it is saved); a reader that sees
 another process's newer generation reloads once that process has finished. ``rebuild`` (retrain
 an IVF quantizer) is a change without rows: the same steps, the same kill points. Cost: every change
-rewrites vectors.faiss (O(N)); add images in batches. Removing from an HNSW index rebuilds its graph. Tests inject SIGKILLs with ``DMIREID_TEST_KILL_AT=<point>`` (:data:`KILL_POINTS`).
+rewrites vectors.faiss (O(N)); add images in batches. Removing from an HNSW index rebuilds its
+graph; an IVF index repaired after a kill keeps the quantizer on disk when its nlist is the
+manifest's (else it is trained again). SIGKILL tests: ``DMIREID_TEST_KILL_AT=<point>`` (:data:`KILL_POINTS`).
 """
 
 from __future__ import annotations
@@ -236,14 +238,8 @@ class GalleryStore:
         self._stale = False
         self.load()
 
-    @property
-    def vectors(self):
-        """The faiss index readers see now."""
-        return self.snapshot.index
-
-    @property
-    def generation(self) -> int:
-        return self.snapshot.generation
+    vectors = property(lambda self: self.snapshot.index, doc="The faiss index readers see now.")
+    generation = property(lambda self: self.snapshot.generation)
 
     @classmethod
     def create(cls, folder: Path, manifest: dict[str, Any], index=None) -> "GalleryStore":
@@ -393,8 +389,6 @@ class GalleryStore:
         with self.locked():
             self.manifest = {**read_manifest(self.folder), **changes}
             write_json(self.folder / MANIFEST, self.manifest)
-            self.snapshot = Snapshot(self.snapshot.index, self.snapshot.generation, self.manifest,
-                                     self.snapshot.ids, self.snapshot.matrix)
 
     def search(self, queries: np.ndarray, k: int, block_size: int | None = None,
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:

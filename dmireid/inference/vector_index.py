@@ -9,7 +9,7 @@ Kinds (``index.json`` ``kind``):
   (default ≈ 4√N), vectors stored whole, as 8-bit scalar-quantized residuals, or as product
   codes (``pq_m`` bytes); ``nprobe`` lists searched per query. The coarse quantizer is trained
   once, at build (or ``rebuild``), on a sample of the gallery's own vectors (at most
-  ``TRAIN_PER_LIST × nlist`` rows, seeded); adding never retrains;
+  ``TRAIN_PER_LIST × nlist`` rows, seeded; ``TRAIN_ITERATIONS`` k-means rounds); adding never retrains;
 - ``hnsw`` (``approximate`` in indexes made before 0.3.0): ``IndexIDMap2(IndexHNSWFlat)``.
 
 A change never modifies the faiss object a reader may be searching: :func:`changed` returns a new
@@ -36,8 +36,8 @@ IVF_CODES = {"ivf-flat": "Flat", "ivf-sq8": "SQ8", "ivf-pq": "PQ{pq_m}"}
 APPROXIMATE_KINDS = ("ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 DEFAULT_APPROXIMATE = "ivf-flat"  # recall@10 >= 0.95 at the largest speed-up measured (benchmarks/bench_index.py)
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
-DEFAULT_NPROBE, DEFAULT_PQ_M = 32, 64
-TRAIN_PER_LIST, TRAIN_SEED = 40, 0
+DEFAULT_NPROBE, DEFAULT_PQ_M, PQ_CODEBOOK = 32, 64, 256
+TRAIN_PER_LIST, TRAIN_SEED, TRAIN_ITERATIONS = 40, 0, 10
 
 
 def faiss_module():
@@ -97,10 +97,11 @@ def train(index, vectors: np.ndarray, nlist: int) -> None:
     if len(vectors) < nlist:
         raise DmireidError(f"an IVF index of {nlist} lists needs at least {nlist} vectors to train on, "
                            f"the gallery has {len(vectors)}")
-    limit = TRAIN_PER_LIST * nlist
+    limit = TRAIN_PER_LIST * max(nlist, PQ_CODEBOOK if "PQ" in type(index).__name__ else 0)
     if len(vectors) > limit:
         rows = np.sort(np.random.default_rng(TRAIN_SEED).choice(len(vectors), limit, replace=False))
         vectors = vectors[rows]
+    faiss_module().extract_index_ivf(index).cp.niter = TRAIN_ITERATIONS  # k-means iterations
     index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
 
@@ -118,6 +119,9 @@ def filled(manifest: dict[str, Any], ids: np.ndarray, vectors: np.ndarray, train
     else:
         index = new_index(manifest)
         if is_ivf(manifest["kind"]):
+            if manifest["kind"] == "ivf-pq" and len(vectors) < PQ_CODEBOOK:
+                raise DmireidError(f"ivf-pq needs at least {PQ_CODEBOOK} vectors to train its 8-bit codebooks, "
+                                   f"the gallery has {len(vectors)} (use ivf-flat or ivf-sq8)")
             train(index, vectors, manifest["nlist"])
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
