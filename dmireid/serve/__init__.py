@@ -109,5 +109,5 @@ def run_server(index_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
 
     local, note = binding_note(host, port)
     (log.info if local else log.warning)(note)
-    config = uvicorn.Config(app, host=host.strip("[]"), port=port, log_config=None, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    with sock:  # uvicorn serves on our bound socket (fd); host and port are for its messages
+        uvicorn.run(app, host=host.strip("[]"), port=port, fd=sock.fileno(), log_config=None, access_log=False)
