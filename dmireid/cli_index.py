@@ -1,4 +1,4 @@
-"""``dmireid index build|add|remove|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
+"""``dmireid index build|add|remove|rebuild|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
 
 The work is :class:`dmireid.inference.GalleryIndex` and :func:`dmireid.inference.calibrate`.
 """
@@ -17,7 +17,7 @@ def cmd_index_build(args) -> int:
 
     index = GalleryIndex.build(args.checkpoint, args.images, args.out, approximate=args.approximate,
                                skip_unreadable=args.skip_unreadable, device=args.device, tag=args.tag,
-                               encoder=args.encoder)
+                               encoder=args.encoder, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m)
     info = index.info()
     threshold = (f"threshold {info['threshold']:.4f} ({info['threshold_source']})" if info["threshold"] is not None
                  else "no threshold (dmireid calibrate, then build again, or search with --threshold)")
@@ -50,6 +50,16 @@ def cmd_index_remove(args) -> int:
     index = GalleryIndex.open(args.index)
     removed = index.remove(args.paths)
     print(f"removed {removed} images from {args.index}; {index.info()['count']} left")
+    return 0
+
+
+def cmd_index_rebuild(args) -> int:
+    from .inference import GalleryIndex
+    from .inference.gallery import describe_kind
+
+    index = GalleryIndex.open(args.index)
+    info = index.rebuild(args.approximate, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m)
+    print(f"rebuilt {args.index}: {info['count']} images, {describe_kind(index.manifest)}")
     return 0
 
 
@@ -100,6 +110,11 @@ def cmd_calibrate(args) -> int:
     from .errors import DmireidError
     from .inference import calibrate
 
+    index = None
+    if args.index:  # opened first: a wrong folder is said before the estimate, not after
+        from .inference import GalleryIndex
+
+        index = GalleryIndex.open(args.index)
     saved = load_checkpoint(args.checkpoint).get(CONFIG_KEY)
     if saved is None:
         raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside: its labeler is unknown)")
@@ -112,14 +127,43 @@ def cmd_calibrate(args) -> int:
     print(f"{est['num_images']} images -> {est['num_clusters']} clusters, {est['num_outliers']} outliers; "
           f"median distance within clusters {est['within_median']:.4f}, between {est['between_median']:.4f}; "
           f"estimated true-match rate {100 * est['estimated_true_match_rate']:.1f}% ({est['encoder']} encoder)")
-    print("not stored (--dry-run)" if args.dry_run else f"stored in {args.checkpoint}")
+    if args.dry_run:
+        print("not stored (--dry-run)")
+        return 0
+    print(f"stored in {args.checkpoint}")
+    if index is not None:
+        store_in_index(index, est)
+        print(f"stored in the index {args.index} (dmireid index search and serve use it)")
     return 0
+
+
+def store_in_index(index, est: dict) -> None:
+    """The estimate as the index's threshold, when the index was built with the same weights."""
+    from .errors import DmireidError
+
+    if est["fingerprint"] != index.manifest["fingerprint"]:
+        raise DmireidError(f"--index {index.folder}: it was built with other weights "
+                           f"({index.manifest['fingerprint'][:12]}) than this checkpoint's {est['encoder']} "
+                           f"encoder ({est['fingerprint'][:12]}); the threshold is stored in the checkpoint only")
+    index.set_threshold(est["threshold"], est["false_match_rate"], source="calibrate")
 
 
 def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when available)")
     if checkpoint:
         p.add_argument("--checkpoint", help="the checkpoint the index was built with, if it moved")
+
+
+def _approximate(p: argparse.ArgumentParser, default: str = "exact search") -> None:
+    from .inference.vector_index import APPROXIMATE_KINDS, DEFAULT_NPROBE, DEFAULT_PQ_M
+
+    kinds = APPROXIMATE_KINDS + (("exact",) if default != "exact search" else ())
+    p.add_argument("--approximate", metavar="KIND", choices=kinds,
+                   help=f"{', '.join(kinds)}: an approximate index for large galleries (IVF trained on the "
+                        f"gallery's vectors; default: {default})")
+    p.add_argument("--nlist", type=int, help="IVF lists (default about 4 x sqrt(N))")
+    p.add_argument("--nprobe", type=int, help=f"IVF lists searched per query (default {DEFAULT_NPROBE})")
+    p.add_argument("--pq-m", type=int, help=f"ivf-pq: bytes per vector (default {DEFAULT_PQ_M})")
 
 
 def _adding(p: argparse.ArgumentParser) -> None:
@@ -147,7 +191,7 @@ def add_index_parsers(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", help="image files or folders (recursive: jpg, png, bmp)")
     p.add_argument("--out", required=True, help="the new index folder")
-    p.add_argument("--approximate", action="store_true", help="HNSW graph search (large galleries) instead of exact")
+    _approximate(p)
     p.add_argument("--encoder", choices=["online", "momentum"], help="default: momentum when the checkpoint has one")
     _adding(p)
     _common(p)
@@ -164,6 +208,11 @@ def add_index_parsers(sub) -> None:
     p.add_argument("index")
     p.add_argument("--paths", nargs="+", required=True)
     p.set_defaults(func=cmd_index_remove)
+
+    p = isub.add_parser("rebuild", help="retrain the approximate index on every vector now in it (atomic)")
+    p.add_argument("index")
+    _approximate(p, "the index's kind")
+    p.set_defaults(func=cmd_index_rebuild)
 
     p = isub.add_parser("info", help="what the index holds")
     p.add_argument("index")
@@ -186,7 +235,9 @@ def add_index_parsers(sub) -> None:
     p.add_argument("--encoder", choices=["online", "momentum"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-unreadable", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="print the estimate, leave the checkpoint as it is")
+    p.add_argument("--dry-run", action="store_true", help="print the estimate, leave the checkpoint (and index) as they are")
+    p.add_argument("--index", metavar="INDEX_DIR",
+                   help="also store the threshold in this gallery index (built with the same checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p)
     p.set_defaults(func=cmd_calibrate)

@@ -50,15 +50,15 @@ def forked_main(argv: list[str], point: str) -> None:
     raise SystemExit(main(argv))
 
 
-def run_killed(root: Path, jobs: list[tuple[str, list[str]]]) -> list[Path]:
+def run_killed(root: Path, jobs: list[tuple[str, list[str]]], source: str = "index0") -> list[Path]:
     """Run ``dmireid index ARGS`` for each (kill point, args) in its own copy of index0, all at once:
     the add killed at SUBPROCESS_POINT as ``python -m dmireid``, the others as forks."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
            KILL_ENV: SUBPROCESS_POINT}
     folders, children = [], []
     for n, (point, args) in enumerate(jobs):
-        folder = root / f"index_{n}_{point}"
-        shutil.copytree(root / "index0", folder)
+        folder = root / f"{source}_{n}_{point}"
+        shutil.copytree(root / source, folder)
         folders.append(folder)
         argv = ["index", args[0], str(folder), *args[1:], *(["--device", "cpu"] if args[0] == "add" else [])]
         if args[0] == "add" and point == SUBPROCESS_POINT:
@@ -115,3 +115,26 @@ def test_killed_add_and_remove_leave_the_index_before_or_after(setup, tmp_path):
         assert hits[1][0].path == base[15] and hits[1][0].distance < 1e-5
         expected = (before if point == "before_meta_commit" else after) | set(extra)
         check_consistent(folder, expected)
+
+
+def test_killed_rebuild_leaves_the_index_before_or_after(setup, tmp_path):
+    """``dmireid index rebuild`` (retrain an IVF index) killed at every write point: the same rows,
+    vectors.faiss agreeing with SQLite, and the manifest's nlist the one of the faiss index in use."""
+    root, base, _ = setup
+    if not (root / "ivf0").exists():
+        shutil.copytree(root / "index0", root / "ivf0")
+        GalleryIndex.open(root / "ivf0").rebuild("ivf-flat", nlist=1, nprobe=2)
+    jobs = [(point, ["rebuild", "--nlist", "2"]) for point in KILL_POINTS]
+    folders = run_killed(root, jobs, source="ivf0")
+    for folder, (point, _) in zip(folders, jobs):
+        assert sqlite_paths(folder) == set(base)
+        index = GalleryIndex.open(folder, device="cpu")
+        ivf = faiss.extract_index_ivf(index.store.vectors)
+        assert ivf.nlist == index.manifest["nlist"] and index.store.vectors.ntotal == len(base), point
+        assert index.manifest["nlist"] == (2 if point == "after_manifest" else 1), point  # before: retrained as before
+        meta_ids, meta_vectors = index.store.meta.vectors(index.manifest["dim"])
+        assert index.search_vectors(meta_vectors, 1)[1][:, 0].tolist() == meta_ids.tolist()  # nprobe 2 >= nlist: all
+        hits = index.search([base[3]], topk=1)[0]
+        assert hits[0].path == base[3] and hits[0].distance < 1e-5, point
+        reopened = GalleryIndex.open(folder, device="cpu")
+        assert reopened.manifest["vectors_generation"] == reopened.store.meta.generation()

@@ -2,9 +2,11 @@
 
     from dmireid.inference import GalleryIndex
     index = GalleryIndex.build("runs/demo/last.pt", ["crops/"], "gallery/")   # exact search
+    index = GalleryIndex.build(..., approximate="ivf-flat", nprobe=32)        # IVF, trained here
     index.add(["new_crops/"], tag="cam2")     # {"added": n, "duplicates": n, "unreadable": [...]}
     hits = index.search(["query.jpg"], topk=5)[0]
     hits[0].path, hits[0].distance, hits[0].match   # cosine distance 1 - cos; match: <= threshold
+    distances, ids = index.search_vectors(features, topk=10)   # Q×d unit rows already embedded
     index = GalleryIndex.open("gallery/")     # the checkpoint recorded at build, loaded when needed
 
 Files, and why a SIGKILL at any point leaves the index as before or as after a change: see
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +36,10 @@ from ..embedding.checkpoint import OPEN_SET_KEY, load_checkpoint, weights_finger
 from ..data.market_layout import MARKET_NAME
 from ..errors import DmireidError
 from ..embedding.feature_extractor import FeatureExtractor, embed_files
-from .gallery_store import HNSW_EF_SEARCH, HNSW_M, KINDS, META, VECTORS, GalleryStore, read_manifest
 from ..embedding.inputs import collect_image_paths, describe_unreadable
+from .gallery_search import similarities_to_distances
+from .gallery_store import META, VECTORS, GalleryStore, read_manifest
+from .vector_index import EXACT, LEGACY_HNSW, approximate_params, describe, filled, is_ivf, trained_fields
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +100,23 @@ class GalleryIndex:
 
     def __init__(self, store: GalleryStore, checkpoint: str | Path | None = None, device: str | None = "auto"):
         self.store, self.folder, self.device = store, store.folder, device
-        self._checkpoint, self._extractor = checkpoint, None
+        self._checkpoint, self._extractor, self._extractor_lock = checkpoint, None, threading.Lock()
+        self.block_size: int | None = None  # exact search: gallery rows per BLAS product (None: the default)
         self.last_result: dict | None = None  # what the last add (or build) did
         if checkpoint is not None:
             self.extractor  # noqa: B018 - a checkpoint given explicitly is checked now
 
     # ------------------------------------------------------------------------- making and opening
     @classmethod
-    def build(cls, checkpoint, paths, out_dir, *, approximate: bool = False, skip_unreadable: bool = False,
-              device: str | None = "auto", tag: str | None = None, encoder: str | None = None) -> "GalleryIndex":
+    def build(cls, checkpoint, paths, out_dir, *, approximate: bool | str | None = None, skip_unreadable: bool = False,
+              device: str | None = "auto", tag: str | None = None, encoder: str | None = None,
+              nlist: int | None = None, nprobe: int | None = None, pq_m: int | None = None) -> "GalleryIndex":
         """Embed ``paths`` (files or folders) with ``checkpoint``'s encoder into a new index in ``out_dir``.
 
-        ``approximate``: an HNSW graph (inner product) instead of exact flat search. Nothing is
-        written when an image is unreadable (unless ``skip_unreadable``) or the folder holds an index.
+        ``approximate``: a kind of :mod:`~.vector_index` (``ivf-flat``, ``ivf-sq8``, ``ivf-pq``,
+        ``hnsw``; True = ``approximate``, the HNSW of before 0.3.0) instead of exact search; an IVF quantizer is trained here on
+        the gallery's vectors (``nlist`` default ≈ 4√N). Nothing is written when an image is
+        unreadable (unless ``skip_unreadable``) or the folder holds an index.
         """
         out_dir = Path(out_dir)
         if (out_dir / "index.json").exists():
@@ -120,18 +129,22 @@ class GalleryIndex:
         del state
         index = cls.__new__(cls)
         index._extractor, index._checkpoint, index.device, index.last_result = extractor, source, device, None
+        index._extractor_lock, index.block_size = threading.Lock(), None
         prepared = index._prepare(gallery_files(paths), tag, skip_unreadable, existing={})
-        kind = KINDS[int(bool(approximate))]
+        kind = LEGACY_HNSW if approximate is True else (approximate or EXACT)  # True: HNSW, as before 0.3.0
+        params = approximate_params(kind, len(prepared["rows"]), nlist, nprobe, pq_m)
         manifest = {"fingerprint": fingerprint, "dim": extractor.feature_dim, "checkpoint": source,
                     "encoder": extractor.encoder, "height": extractor.height, "width": extractor.width,
-                    "kind": kind, "hnsw_m": HNSW_M if approximate else None,
-                    "ef_search": HNSW_EF_SEARCH if approximate else None,
+                    **params, **(trained_fields(len(prepared["rows"])) if is_ivf(kind) else {}),
                     "threshold": open_set["threshold"] if open_set else None,
                     "false_match_rate": open_set.get("false_match_rate") if open_set else None,
                     "threshold_source": f"checkpoint ({open_set.get('estimated_from', 'calibration')})"
                     if open_set else None,
                     "created_at": now()}
-        index.store, index.folder = GalleryStore.create(out_dir, manifest), out_dir
+        empty = None
+        if is_ivf(kind):  # trained once, here, on the gallery's own vectors
+            empty = filled(manifest, np.zeros(0, np.int64), prepared["vectors"])
+        index.store, index.folder = GalleryStore.create(out_dir, manifest, empty), out_dir
         index._commit(prepared)
         return index
 
@@ -149,6 +162,10 @@ class GalleryIndex:
     @property
     def extractor(self) -> FeatureExtractor:
         """The recorded encoder of the checkpoint, loaded once and checked against the fingerprint."""
+        with self._extractor_lock:
+            return self._load_extractor()
+
+    def _load_extractor(self) -> FeatureExtractor:
         if self._extractor is None:
             m = self.manifest
             source = str(self._checkpoint or m["checkpoint"])
@@ -169,7 +186,8 @@ class GalleryIndex:
         "unreadable": [paths]}``; an unreadable file stops before anything is written unless
         ``skip_unreadable``."""
         files = gallery_files(paths)
-        return self._commit(self._prepare(files, tag, skip_unreadable, self.store.meta.lookup(files)))
+        with self.store.locked():  # one add at a time, from lookup to commit (other processes wait, and say so)
+            return self._commit(self._prepare(files, tag, skip_unreadable, self.store.meta.lookup(files)))
 
     def add_embedded(self, paths: Sequence[str], features, *, fingerprint: str, tag: str | None = None) -> dict:
         """Add already embedded files: ``features`` (N×d unit rows) made by the model whose
@@ -190,13 +208,15 @@ class GalleryIndex:
                 hashes[path] = file_hash(path)
             except OSError:
                 raise DmireidError(f"cannot read image {describe_unreadable(path, i)}") from None
-        return self._commit(self._plan(files, hashes, features, tag, [], self.store.meta.lookup(files)))
+        with self.store.locked():
+            return self._commit(self._plan(files, hashes, features, tag, [], self.store.meta.lookup(files)))
 
     def remove(self, paths) -> int:
         """Remove the entries of these files, or of every file under these folders; returns how many."""
-        ids = self.store.meta.ids_under([str(Path(p).expanduser().resolve()) for p in paths])
-        if ids:
-            self.store.change([], np.zeros((0, self.manifest["dim"]), np.float32), ids)
+        with self.store.locked():
+            ids = self.store.meta.ids_under([str(Path(p).expanduser().resolve()) for p in paths])
+            if ids:
+                self.store.change([], np.zeros((0, self.manifest["dim"]), np.float32), ids)
         log.info("removed %d entries from %s", len(ids), self.folder)
         return len(ids)
 
@@ -245,11 +265,12 @@ class GalleryIndex:
         value = self.manifest.get("threshold")
         return None if value is None else float(value)
 
-    def set_threshold(self, value: float, false_match_rate: float | None = None) -> None:
-        """Set the open-set distance threshold (cosine distance, in [0, 2]) stored in index.json."""
+    def set_threshold(self, value: float, false_match_rate: float | None = None, source: str = "set") -> None:
+        """Set the open-set distance threshold (cosine distance, in [0, 2]) stored in index.json;
+        ``source`` says where it came from (shown by ``info``)."""
         if not 0 <= float(value) <= 2:
             raise DmireidError(f"threshold {value} is not a cosine distance in [0, 2]")
-        self.store.update_manifest(threshold=float(value), false_match_rate=false_match_rate, threshold_source="set")
+        self.store.update_manifest(threshold=float(value), false_match_rate=false_match_rate, threshold_source=source)
 
     def search(self, queries, topk: int = 10, threshold: float | None = None) -> list[list[Hit]]:
         """Rank the gallery for each query (file paths or PIL images): up to ``topk`` hits each,
@@ -258,25 +279,47 @@ class GalleryIndex:
             raise DmireidError(f"topk must be >= 1, got {topk}")
         if isinstance(queries, (str, os.PathLike)) or not isinstance(queries, (list, tuple)):
             queries = [queries]
-        features = self.extractor(list(queries)).numpy()
-        count = self.store.meta.count()
-        if count == 0:
-            return [[] for _ in queries]
-        similarity, ids = self.store.search(features, min(topk, count))
+        distances, ids = self.search_vectors(self.extractor(list(queries)).numpy(), topk)
         rows = self.store.meta.rows(sorted({int(i) for i in ids.ravel() if i >= 0}))
         threshold = self.threshold if threshold is None else float(threshold)
         results = []
-        for sims, row_ids in zip(similarity, ids):
+        for row_distances, row_ids in zip(distances, ids):
             hits = []
-            for sim, i in zip(sims, row_ids):
-                row = rows.get(int(i))
+            for distance, i in zip(row_distances.tolist(), row_ids.tolist()):
+                row = rows.get(i)
                 if row is None:
                     continue  # -1 (fewer results) or removed by another process meanwhile
-                distance = float(np.clip(1.0 - sim, 0.0, 2.0))
                 hits.append(Hit(row["id"], row["path"], distance, row["camera"], row["tag"], row["added_at"],
                                 None if threshold is None else distance <= threshold))
             results.append(hits)
         return results
+
+    def search_vectors(self, features, topk: int = 10, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances float32 Q×topk, ids int64 Q×topk)`` of already embedded queries (``features``
+        Q×d unit rows of this index's model): cosine distances ``1 - <q, g>`` in [0, 2], nearest
+        first, equal distances (equal inner products) by smaller id; where the gallery has fewer
+        than ``topk`` entries, id -1 and distance inf. Exact indexes: :func:`~.gallery_search.exact_topk`
+        (``self.block_size`` rows per BLAS product); IVF: ``nprobe`` lists (default: the index's)."""
+        if topk < 1:
+            raise DmireidError(f"topk must be >= 1, got {topk}")
+        features = np.asarray(features.numpy() if isinstance(features, torch.Tensor) else features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != self.manifest["dim"]:
+            raise DmireidError(f"{self.folder}: queries of shape {features.shape} for an index of d={self.manifest['dim']}")
+        sims, ids = self.store.search(features, topk, block_size=self.block_size, nprobe=nprobe)
+        return similarities_to_distances(sims), ids
+
+    def rebuild(self, approximate: str | None = None, nlist: int | None = None, nprobe: int | None = None,
+                pq_m: int | None = None) -> dict:
+        """Retrain (IVF: the coarse quantizer on every vector now in the index, ``nlist`` default
+        ≈ 4√N again) or change the kind (``approximate``: a kind, or ``"exact"``), atomically."""
+        m = self.manifest
+        kind = approximate or m["kind"]
+        keep = kind == m["kind"]
+        params = approximate_params(kind, self.store.meta.count(), nlist,
+                                    nprobe or (m.get("nprobe") if keep else None), pq_m or (m.get("pq_m") if keep else None))
+        self.store.retrain(params)
+        log.info("%s: rebuilt as %s", self.folder, describe(self.manifest))
+        return self.info()
 
     def image_path(self, id: int) -> str:  # noqa: A002 - the contract's name
         row = self.store.meta.rows([int(id)]).get(int(id))
@@ -287,13 +330,14 @@ class GalleryIndex:
     def info(self) -> dict:
         """count, dim, fingerprint, checkpoint, encoder, kind, threshold, tags, cameras, sizes, ..."""
         self.store.refresh()
-        m, db = self.manifest, self.store.meta.db
-        tags = dict(db.execute("SELECT coalesce(tag, ''), count(*) FROM images GROUP BY tag").fetchall())
-        cameras = dict(db.execute("SELECT camera, count(*) FROM images WHERE camera IS NOT NULL "
-                                  "GROUP BY camera").fetchall())
-        first, last = db.execute("SELECT min(added_at), max(added_at) FROM images").fetchone()
+        m, fetch = self.manifest, self.store.meta.fetch
+        tags = dict(fetch("SELECT coalesce(tag, ''), count(*) FROM images GROUP BY tag"))
+        cameras = dict(fetch("SELECT camera, count(*) FROM images WHERE camera IS NOT NULL GROUP BY camera"))
+        first, last = fetch("SELECT min(added_at), max(added_at) FROM images")[0]
         return {"index_dir": str(self.folder), "count": self.store.meta.count(), "dim": m["dim"],
                 "kind": m["kind"], "faiss": describe_kind(m),
+                "parameters": {k: m.get(k) for k in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search") if m.get(k)},
+                "trained_at": m.get("trained_at"), "trained_on": m.get("trained_on"),
                 "fingerprint": m["fingerprint"], "checkpoint": m["checkpoint"], "encoder": m["encoder"],
                 "input_size": [m["height"], m["width"]], "threshold": self.threshold,
                 "false_match_rate": m.get("false_match_rate"), "threshold_source": m.get("threshold_source"),
@@ -303,9 +347,7 @@ class GalleryIndex:
 
 
 def describe_kind(manifest: dict) -> str:
-    if manifest["kind"] == "exact":
-        return "IndexIDMap2(IndexFlatIP)"
-    return f"IndexIDMap2(IndexHNSWFlat inner product, M={manifest['hnsw_m']}, efSearch={manifest['ef_search']})"
+    return describe(manifest)
 
 
 def now() -> str:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import DmireidError
-from ..evaluation.visualize import rank_gallery
 from ..embedding.feature_extractor import FeatureExtractor, embed_files
+from .gallery_search import exact_topk
 
 log = logging.getLogger(__name__)
 
@@ -144,5 +144,8 @@ def search(extractor: FeatureExtractor, query_paths: Sequence[str], gallery_path
     query = embed_files(extractor, query_paths, skip_unreadable, progress)
     if query.skipped and not query.paths:
         raise DmireidError(f"none of the {len(query.skipped)} query images can be read (the first: {query.skipped[0]})")
-    indices, distances, _ = rank_gallery(query.features, gallery_features, topk)
+    gallery_matrix = np.ascontiguousarray(torch.as_tensor(gallery_features, dtype=torch.float32).numpy())
+    k = min(topk, len(gallery_matrix))  # blocked BLAS search; equal distances by gallery index
+    sims, indices = exact_topk(gallery_matrix, np.arange(len(gallery_matrix)), query.features.numpy(), k)
+    distances = np.maximum(2 - 2 * sims, 0).astype(np.float32)  # squared euclidean of unit rows, as before
     return SearchResult(query.paths, list(map(str, gallery_paths)), indices, distances, query.skipped + skipped)

@@ -11,8 +11,10 @@ Importing this package needs no web stack; :func:`check_extra` names the missing
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import socket
 from pathlib import Path
 
 from ..errors import DmireidError
@@ -70,15 +72,42 @@ def make_app(index_dir: str | Path, checkpoint: str | Path | None = None, device
                       ServeSettings(index_dir=index_dir, **settings))
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; a port already in use (or a bad address) is one line."""
+    bare = host.strip("[]")
+    try:
+        family = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, IndexError) as exc:
+        raise DmireidError(f"--host {host}: cannot be bound ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT left by a stopped server is fine
+        sock.bind((bare, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DmireidError(f"port {port} on {host} is already in use (another dmireid serve?): "
+                               f"stop it or choose another with --port") from None
+        raise DmireidError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
 def run_server(index_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
                checkpoint: str | Path | None = None, device: str = "auto", *,
                topk: int = 10, threshold: float | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Open the index and serve the page until interrupted (uvicorn, one process)."""
-    app = make_app(index_dir, checkpoint, device, host, topk=topk, threshold=threshold,
-                   max_bytes=max_bytes, max_pixels=max_pixels)
+    sock = bind_socket(host, port)  # before loading the model: a busy port is said at once
+    try:
+        app = make_app(index_dir, checkpoint, device, host, topk=topk, threshold=threshold,
+                       max_bytes=max_bytes, max_pixels=max_pixels)
+    except BaseException:
+        sock.close()
+        raise
     import uvicorn
 
     local, note = binding_note(host, port)
     (log.info if local else log.warning)(note)
-    uvicorn.run(app, host=host.strip("[]"), port=port, log_config=None, access_log=False)
+    with sock:  # uvicorn serves on our bound socket (fd); host and port are for its messages
+        uvicorn.run(app, host=host.strip("[]"), port=port, fd=sock.fileno(), log_config=None, access_log=False)

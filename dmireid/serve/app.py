@@ -5,8 +5,9 @@ the ranked crops, add the query to the gallery.
 
 Routes: ``GET /`` the page; ``POST /search`` (multipart: ``image``, ``topk``); ``POST /add`` (``query``:
 the sha256 of a recent upload, ``tag``); ``GET /image/{id}`` a gallery image, by its id in the index
-only (never a path from the request). Every index call runs on one dedicated thread (the index is
-opened there too: one SQLite connection, one writer), so requests never interleave inside it.
+only (never a path from the request). Adds run on one writer thread, one at a time; searches, the
+page and images on a few reader threads at the same time, also while an add runs (they see the
+gallery before the add until it is saved: :class:`~dmireid.inference.gallery_store.GalleryStore`).
 Any failure is an HTML page with a 4xx/5xx status and one line; the server keeps running.
 """
 
@@ -66,16 +67,20 @@ class ServeSettings:
 
 
 class IndexWorker:
-    """Runs every call on the index on one thread; the index is opened on that thread."""
+    """Runs index calls off the event loop: changes on one writer thread (one at a time, where the
+    index is opened), reads on ``readers`` threads (concurrently, also during a change)."""
 
-    def __init__(self, open_index: Callable[[], Any]):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmireid-index")
+    def __init__(self, open_index: Callable[[], Any], readers: int = 4):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmireid-index-write")
+        self.readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="dmireid-index-read")
         self.index = self.executor.submit(open_index).result()
 
-    async def run(self, fn: Callable[[Any], Any]) -> Any:
-        return await asyncio.wrap_future(self.executor.submit(fn, self.index))
+    async def run(self, fn: Callable[[Any], Any], write: bool = False) -> Any:
+        """``fn(index)`` on a reader thread, or on the writer thread with ``write``."""
+        return await asyncio.wrap_future((self.executor if write else self.readers).submit(fn, self.index))
 
     def close(self) -> None:
+        self.readers.shutdown(wait=True)
         close = getattr(self.index, "close", None)
         if callable(close):
             self.executor.submit(close).result()
@@ -233,7 +238,7 @@ def create_app(open_index: Callable[[], Any], settings: ServeSettings) -> Starle
         image = await run_in_threadpool(decode_upload, data, settings.max_pixels, settings.max_bytes)
         tag = " ".join(str(form.get("tag") or "").split())[:100] or None
         path = await run_in_threadpool(save_upload, settings.index_dir / "uploads", sha, image)
-        report = await worker.run(lambda index: index.add([str(path)], tag=tag))
+        report = await worker.run(lambda index: index.add([str(path)], tag=tag), write=True)
         where = f"uploads/{path.name}"
         notice = (f"added to the gallery as {where}" if report.get("added") else f"already in the gallery ({where})")
         log.info("serve: %s", notice)
