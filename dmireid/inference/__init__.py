@@ -13,13 +13,15 @@ commands' ``--plugins`` does). A checkpoint's model is built by :func:`dmireid.b
 - :func:`evaluate_model` — mAP / CMC / mINP of one encoder on a query/gallery split.
 - :func:`search`, :func:`save_features` / :func:`load_features` — rank a gallery; feature files.
 - :func:`cluster_folder` — group a folder of crops by identity (training's labeler).
-- :func:`export_onnx` / :func:`check_onnx` — ONNX export; :func:`visualize_run` — rank lists, curves.
+- :func:`export_onnx` / :func:`check_onnx` — ONNX export (:func:`export_for_boxmot`: the file boxmot
+  loads); :func:`visualize_run` — rank lists, curves.
+- :class:`TrackerEmbedder` — a frame and its boxes -> one unit row per box, for trackers (deep-sort, boxmot).
 - :class:`GalleryIndex` — a persistent gallery (faiss + SQLite) with an open-set threshold;
   :func:`calibrate` — estimate that threshold from unlabelled images and store it in the checkpoint.
 """
 
 from .calibration import calibrate, store_open_set
-from .export import check_onnx, export_onnx, onnx_opset
+from .export import check_onnx, export_for_boxmot, export_onnx, onnx_opset
 from .extraction import ON_UNREADABLE, embed_batch, extract_features, extract_from_dataset
 from .extractor import EmbeddedFiles, FeatureExtractor, embed_files, skipped_note
 from .gallery import GalleryIndex, Hit
@@ -30,6 +32,7 @@ from .loading import ENCODERS, infer_resnet_arch, load_encoder, pick_encoder, we
 from .query_gallery import evaluate_model
 from .report import Report, resolve_run, visualize_run
 from .search import SearchResult, check_compatible, load_features, save_features, search
+from .tracker import TrackerEmbedder
 
 __all__ = [
     "extract_features", "extract_from_dataset", "embed_batch", "ON_UNREADABLE",
@@ -41,6 +44,6 @@ __all__ = [
     "search", "SearchResult", "save_features", "load_features", "check_compatible",
     "cluster_folder", "group_features", "renumber_by_size", "GroupingResult", "write_clusters_csv",
     "write_contact_sheets",
-    "export_onnx", "check_onnx", "onnx_opset",
+    "export_onnx", "check_onnx", "onnx_opset", "export_for_boxmot", "TrackerEmbedder",
     "visualize_run", "resolve_run", "Report",
 ]
