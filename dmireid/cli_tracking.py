@@ -19,7 +19,7 @@ def cmd_crops(args) -> int:
     setup_logging(quiet=False)
     report = cut_crops(args.frames, args.tracks, args.camera, args.out, every=args.every,
                        max_per_track=args.max_per_track, min_height=args.min_height, pad=args.pad,
-                       replace=args.replace)
+                       replace=args.replace, append=args.append)
     print(report.summary())
     return 0
 
@@ -75,6 +75,8 @@ def add_tracking_parsers(sub) -> None:
     p.add_argument("--min-height", type=int, default=0, help="skip boxes lower than this (pixels, after clipping)")
     p.add_argument("--pad", type=float, default=0.0, help="pad each box by this fraction of its size per side")
     p.add_argument("--replace", action="store_true", help="replace this camera's crops already in --out")
+    p.add_argument("--append", action="store_true",
+                   help="add to this camera's crops already in --out (more footage; other track ids)")
     p.set_defaults(func=cmd_crops)
 
     p = sub.add_parser("make-video", help="write synthetic MOTChallenge clips (two cameras, known tracks)")

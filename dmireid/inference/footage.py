@@ -12,7 +12,8 @@ The crops are written flat in ``out`` as ``c{camera}_t{track:06d}_f{frame:06d}.j
 given, 1-based like Market's ``c1``), with ``out/manifest.csv`` (``path, camera, track, frame, left,
 top, width, height, conf``: the box as cut, after padding and clipping). Runs for several cameras
 share one folder; a second run for a camera already there refuses unless ``replace=True``, which
-first removes that camera's crops and rows. The ``tracklets`` dataset reads the folder back.
+first removes that camera's crops and rows, or ``append=True`` (more footage of the camera, e.g. the
+next file: its track ids must differ, a crop name already there is refused before anything is written). The ``tracklets`` dataset reads the folder back.
 """
 
 from __future__ import annotations
@@ -234,24 +235,30 @@ def _write_manifest(out: Path, rows: list[dict]) -> None:
     os.replace(tmp, out / MANIFEST)
 
 
-def _prepare_out(out: Path, camera: int, replace: bool) -> list[dict]:
-    """The manifest rows of the other cameras; this camera's crops removed when ``replace``."""
+def _prepare_out(out: Path, camera: int, replace: bool, append: bool) -> list[dict]:
+    """The manifest rows to keep: the other cameras' (and with ``append`` this camera's); this
+    camera's crops removed when ``replace``."""
     if out.exists() and not out.is_dir():
         raise DmireidError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     rows = read_manifest(out)
     mine = [r for r in rows if int(r["camera"]) == camera]
     stray = [e.name for e in os.scandir(out) if (m := CROP_NAME.match(e.name)) and int(m.group(1)) == camera]
+    if replace and append:
+        raise DmireidError("--replace and --append exclude each other")
+    if append:
+        return rows
     if (mine or stray) and not replace:
         raise DmireidError(f"{out} already holds {max(len(mine), len(stray))} crops of camera {camera} "
-                           "(use --replace to cut them again, or another --out)")
+                           "(use --replace to cut them again, --append to add more footage, or another --out)")
     for name in stray:
         (out / name).unlink()
     return [r for r in rows if int(r["camera"]) != camera]
 
 
 def cut_crops(frames, tracks, camera: int, out, *, every: int = 1, max_per_track: int | None = None,
-              min_height: int = 0, pad: float = 0.0, replace: bool = False, quality: int = 92) -> CropReport:
+              min_height: int = 0, pad: float = 0.0, replace: bool = False, append: bool = False,
+              quality: int = 92) -> CropReport:
     """Cut the tracks' boxes out of the frames into ``out`` (see the module docstring)."""
     if camera < 1:
         raise DmireidError(f"--camera must be >= 1 (1-based like Market's c1), got {camera}")
@@ -266,7 +273,12 @@ def cut_crops(frames, tracks, camera: int, out, *, every: int = 1, max_per_track
     out = Path(out)
     report = CropReport(out, camera, boxes=len(boxes))
     rows = select_boxes(boxes, every, max_per_track, report)
-    kept = _prepare_out(out, camera, replace)
+    kept = _prepare_out(out, camera, replace, append)
+    if append:
+        taken = next((n for row in rows.tolist() if (out / (n := crop_name(camera, int(boxes[row, 1]),
+                                                                         int(boxes[row, 0])))).exists()), None)
+        if taken is not None:
+            raise DmireidError(f"--append: {out / taken} already exists (give this footage's tracks other ids)")
     by_frame: dict[int, list[int]] = {}
     for row in rows.tolist():
         by_frame.setdefault(int(boxes[row, 0]), []).append(row)
