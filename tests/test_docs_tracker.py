@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "tracker.md"
 def snippets() -> dict[str, str]:
     """The ```python blocks of the page by the section (## ...) they are in."""
     found, section = {}, None
-    for part in re.split(r"(^## .*$|^```python\n.*?^```$)", DOC.read_text(), flags=re.M | re.S):
+    for part in re.split(r"(^## [^\n]*$|^```python\n.*?^```$)", DOC.read_text(), flags=re.M | re.S):
         if part.startswith("## "):
             section = part[3:].strip()
         elif part.startswith("```python"):
