@@ -18,6 +18,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .cli_index import add_index_parsers  # noqa: E402
+from .cli_tracking import add_export_target_options, add_tracking_parsers  # noqa: E402
 from .errors import DmireidError  # noqa: E402
 from .logs import setup_logging  # noqa: E402
 
@@ -339,14 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the encoder to ONNX (dynamic batch)")
     p.add_argument("checkpoint")
-    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--onnx", help="output .onnx file")
     p.add_argument("--encoder", choices=["online", "momentum"])
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--height", type=int, help="input height (default: the checkpoint's)")
     p.add_argument("--width", type=int, help="input width (default: the checkpoint's)")
     p.add_argument("--dynamo", action="store_true", help="torch.export-based exporter instead of the TorchScript one")
     _plugins_option(p)
-    p.set_defaults(func=cmd_export)
+    add_export_target_options(p, cmd_export)
 
     p = sub.add_parser("visualize", help="rank-list images of test queries, index.html, training curves")
     p.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="run folder (last.pt, metrics.jsonl) or checkpoint")
@@ -360,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p, flip=False)
     p.set_defaults(func=cmd_visualize)
     add_index_parsers(sub)
+    add_tracking_parsers(sub)
 
     return parser
 

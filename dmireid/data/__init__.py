@@ -8,6 +8,7 @@
 
 from . import cuhk as _cuhk_loaders  # noqa: F401  (registers cuhk03, cuhk01)
 from . import datasets as _builtin_loaders  # noqa: F401  (registers market1501, msmt17, ...)
+from . import tracklets as _tracklet_loader  # noqa: F401  (registers tracklets)
 from .catalog import DATASETS, check_dataset_options, dataset_options, find_dataset, load_dataset, register_dataset
 from .images import IMAGE_EXTENSIONS, ImageDataset, check_images, read_image
 from .sampler import ClusterBatchSampler

@@ -86,7 +86,9 @@ def export_onnx(checkpoint, path: str | Path, encoder: str | None = None, opset:
     meta = {"dmireid.height": height, "dmireid.width": width, "dmireid.feature_dim": extractor.feature_dim,
             "dmireid.encoder": extractor.encoder, "dmireid.source": extractor.source,
             "dmireid.preprocess": "RGB, bicubic resize to height x width, /255, (x - mean) / std",
-            "dmireid.mean": list(IMAGENET_MEAN), "dmireid.std": list(IMAGENET_STD)}
+            "dmireid.mean": list(IMAGENET_MEAN), "dmireid.std": list(IMAGENET_STD),
+            "dmireid.channels": "RGB", "dmireid.layout": "NCHW", "dmireid.resize": "bicubic",
+            "dmireid.output_normalised": True}
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
@@ -97,6 +99,37 @@ def export_onnx(checkpoint, path: str | Path, encoder: str | None = None, opset:
     onnx.save(proto, str(path))
     log.info("wrote %s (%s encoder, input N×3×%d×%d, output N×%d)", path, extractor.encoder, height, width,
              extractor.feature_dim)
+    return path
+
+
+BOXMOT_NOTE = ("boxmot ReID backend: the .onnx suffix picks ONNX Runtime; first input / first output; crops "
+               "resized (OpenCV bilinear) to the graph's H x W, BGR -> RGB, /255, ImageNet mean/std, NCHW float32")
+
+
+def export_for_boxmot(checkpoint, out: str | Path, encoder: str | None = None, opset: int = 17) -> Path:
+    """What boxmot's ReID backend loads: an ``.onnx`` file (see :data:`BOXMOT_NOTE`; static H×W in
+    the graph, which boxmot takes as its crop size, the preprocessing in the metadata), or with
+    ``out`` a folder named ``*_openvino_model`` an OpenVINO IR there (needs the ``openvino`` package)."""
+    out = Path(out)
+    if out.name.endswith("_openvino_model"):
+        try:
+            import openvino
+        except ImportError:
+            raise DmireidError(f"{out}: an OpenVINO export needs the openvino package (pip install openvino); "
+                               "boxmot also loads the .onnx file") from None
+        out.mkdir(parents=True, exist_ok=True)
+        onnx_path = export_onnx(checkpoint, out / (out.name[:-len("_openvino_model")] + ".onnx"), encoder, opset)
+        openvino.save_model(openvino.convert_model(str(onnx_path)), str(onnx_path.with_suffix(".xml")))
+        return out
+    if out.suffix.lower() != ".onnx":
+        raise DmireidError(f"--out {out}: boxmot picks its backend by the suffix; use a .onnx file "
+                           "(or a folder named *_openvino_model)")
+    path = export_onnx(checkpoint, out, encoder, opset)
+    onnx = _require("onnx")
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "dmireid.boxmot", BOXMOT_NOTE
+    onnx.save(proto, str(path))
     return path
 
 
