@@ -52,12 +52,30 @@ BUDGETS = {
             "train.epochs=30", "train.step_size=20", "train.lr=0.00035", "train.schedule=single",
             "data.num_workers=8", "train.eval_every=100"],
 }
-BUDGET_WORDS = {"cpu": "CPU budget: 64x32, 8 epochs x 40 iterations x 64 images (16x4), lr 1e-3, eps 0.5, "
-                       "EMA 0.99, K_mip 4, 1 thread per row",
-                "tiny": "tiny budget (a code check, not a measurement): a subset, 64x32, 1 epoch x 2 iterations",
-                "gpu": "GPU budget: 256x128, 30 epochs x 100 iterations x 256 images (16x16), lr 3.5e-4 (x0.1 at 20)"}
+BUDGET_NAMES = {"cpu": "CPU budget", "tiny": "tiny budget (a code check, not a measurement)", "gpu": "GPU budget"}
+
+
+def budget_words(budget: str, overrides: list[str] = ()) -> str:
+    """The budget line of the table, from the settings that actually ran (``BUDGETS`` + ``--set``)."""
+    s = dict(item.split("=", 1) for item in [*BUDGETS[budget], *overrides] if "=" in item)
+    get = lambda key, default="?": s.get(key, default)  # noqa: E731
+    batch, instances = int(get("train.batch_size", 0)), int(get("data.num_instances", 1))
+    step, epochs = get("train.step_size", "none"), get("train.epochs")
+    decay = f" (x0.1 every {step} epochs)" if step != "none" and int(step) < int(epochs) else ""
+    words = (f"{BUDGET_NAMES[budget]}: {get('data.height')}x{get('data.width')}, {epochs} epochs x "
+             f"{get('train.iters')} iterations x {batch} images ({batch // instances}x{instances}), "
+             f"lr {get('train.lr', '3.5e-4')}{decay}, eps {get('pseudo_labels.eps', 'preset')}, "
+             f"EMA {get('memory.ema_momentum', 'preset')}, K_mip {get('memory.mip_instances', 'preset')}")
+    extra = [item for item in overrides if "=" in item]
+    return words + (f"; --set {' '.join(extra)}" if extra else "")
 OURS = ["data.camera_rule=spread", "data.erasing=torchvision", "memory.dcp_margins=[0.0,0.0]",
         "memory.mip_source=momentum", "memory.ema_forward=eval", "memory.ema_buffers=true"]
+TRACKLETS = ["data.options.tracklets=identity_camera", "data.options.tracklet_frames=none", "pseudo_labels.tracklets=true",
+             "memory.single_camera_clusters=own_camera"]
+NOISY = ["data.options.tracklet_fragments=2", "data.options.tracklet_switches=0.05"]
+NAIVE = ["pseudo_labels.tracklet_association=none", "pseudo_labels.tracklet_noise=own",
+         "memory.single_camera_clusters=global"]
+CAMERA = ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]
 ROWS = {
     "imagenet": ("dmi_market1501", None),
     "cc": ("cc_market1501", []),
@@ -69,10 +87,17 @@ ROWS = {
     "dmi_both": ("dmi_market1501", OURS + ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]),
     "dmi_infomap": ("dmi_market1501", OURS + ["pseudo_labels.labeler=infomap"]),
     "cc_camproxy": ("cc_market1501", ["memory.camera_proxies=true"]),
+    # tracklets (issue 23): derived (identity, camera) tracklets of the labelled set, no frames
+    "dmi_tracklets": ("dmi_market1501", OURS + TRACKLETS),
+    "dmi_tracklets_noisy": ("dmi_market1501", OURS + TRACKLETS + NOISY),
+    "dmi_tracklets_naive": ("dmi_market1501", OURS + TRACKLETS + NAIVE),
+    "dmi_tracklets_both": ("dmi_market1501", OURS + TRACKLETS + CAMERA),
+    "dmi_tracklets_noisy_both": ("dmi_market1501", OURS + TRACKLETS + NOISY + CAMERA),
+    "dmi_tracklets_naive_both": ("dmi_market1501", OURS + TRACKLETS + NAIVE + CAMERA),
 }
 DEFAULT_ROWS = ["imagenet", "cc", "dmi_recipe", "dmi_ours", "ground_truth"]
 QUALITY = ("num_clusters", "num_outliers", "nmi", "pair_precision", "pair_recall", "cluster_cross_camera_share",
-           "cluster_cameras_mean")
+           "cluster_cameras_mean", "tracklets_clustered", "tracklets_associated")
 
 
 def market_subset(source: Path, target: Path, train_ids: int, test_ids: int) -> Path:
@@ -137,8 +162,8 @@ def percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def markdown(results: list[dict], budget: str) -> str:
-    lines = [f"{BUDGET_WORDS[budget]}", "",
+def markdown(results: list[dict], budget: str, overrides: list[str] = ()) -> str:
+    lines = [budget_words(budget, overrides), "",
              "| row | seed | mAP θ | R1 θ | mAP θ' | R1 θ' | clusters | outliers | NMI | pair P | pair R | "
              "cross-cam clusters | wall | peak MB | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -160,7 +185,9 @@ def markdown(results: list[dict], budget: str) -> str:
         if r.get("epochs"):
             cells = [f"e{e['epoch'] + 1}: {e.get('num_clusters')}/{e.get('num_outliers')}/{percent(e.get('nmi'))}/"
                      f"{percent(e.get('pair_precision'))}/{percent(e.get('pair_recall'))}/"
-                     f"{percent(e.get('cluster_cross_camera_share'))}" for e in r["epochs"]]
+                     f"{percent(e.get('cluster_cross_camera_share'))}"
+                     + (f" (tracklets clustered {e['tracklets_clustered']}, associated {e['tracklets_associated']})"
+                        if e.get("tracklets_associated") is not None else "") for e in r["epochs"]]
             lines.append(f"- {r['row']} seed {r['seed']}: " + "; ".join(cells))
     return "\n".join(lines)
 
@@ -203,7 +230,7 @@ def report(args: argparse.Namespace, results: list[dict]) -> str:
     if args.json:
         Path(args.json).write_text(json.dumps({"budget": args.budget, "settings": BUDGETS[args.budget] + args.set,
                                                "data": args.data, "arch": args.arch, "results": results}, indent=1))
-    return markdown(results, args.budget)
+    return markdown(results, args.budget, args.set)
 
 
 def real_check(argv: list[str]) -> int:
@@ -252,7 +279,8 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--render"]:  # print the table of earlier --json files together
         files = [json.loads(Path(f).read_text()) for f in argv[1:]]
-        print(markdown([r for f in files for r in f["results"]], files[0]["budget"]))
+        overrides = files[0].get("settings", [])[len(BUDGETS[files[0]["budget"]]):]
+        print(markdown([r for f in files for r in f["results"]], files[0]["budget"], overrides))
         return
     args = parse_args(argv)
     print(report(args, run_protocol(args)))

@@ -84,6 +84,12 @@ class PseudoLabelConfig:
     k1_inter: int = 20  # camera_balance: reciprocal list length among the other cameras
     k2_intra: int = 3  # camera_balance: query expansion, nearest in the own camera (self included)
     k2_inter: int = 3  # camera_balance: query expansion, nearest in the other cameras
+    tracklets: bool = False  # tracklet-aware labels (pseudo_labels/tracklets.py): a tracklet is never split
+    tracklet_level: Literal["image", "tracklet", "none"] = "image"  # cluster images (then vote), tracklet means, or none
+    tracklet_min_samples: int = 2  # tracklet_level=tracklet: DBSCAN's min_samples, counted in tracklets
+    tracklet_association: Literal["none", "mutual"] = "mutual"  # cross-camera mutual-NN links
+    tracklet_link_similarity: float = 0.0  # the least cosine similarity of a link (camera-centred means)
+    tracklet_noise: Literal["own", "drop"] = "own"  # a tracklet in no cluster: own pseudo-identity | outlier
 
 
 @dataclass
@@ -103,6 +109,7 @@ class MemoryConfig:
     ema_forward: Literal["train", "eval"] = "train"  # mode of the momentum encoder's forward on training batches
     ema_buffers: bool = False  # EMA of the BN buffers too (false: parameters only)
     camera_proxies: bool = False  # add CAP's camera-aware proxy losses (cc and dmi)
+    single_camera_clusters: Literal["global", "own_camera"] = "global"  # own_camera: objectives/camera_local.py
     camera_intra_weight: float = 1.0  # weight of the intra-camera loss (CAP: 1)
     camera_inter_weight: float = 0.5  # weight of the inter-camera loss (CAP: 0.5, O2CAP: 1)
     camera_hard_negatives: int = 50  # hard negative proxies of the inter-camera loss (CAP/O2CAP bg_knn)

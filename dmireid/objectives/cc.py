@@ -10,17 +10,19 @@ import torch
 from ..memory import ClusterProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
 from .camera import CameraTerms
+from .camera_local import CameraLocalMask, camera_local_mask
 
 
 class ClusterContrast(Objective):
     """``method=cc``: a :class:`~dmireid.memory.ClusterProxies` memory initialised with the centroids."""
 
-    def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None):
+    def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None,
+                 camera_local: CameraLocalMask | None = None):
         super().__init__()
         self.memory = memory
-        self.camera = camera
+        self.camera, self.camera_local = camera, camera_local
         self.camera_memory = camera.memory if camera is not None else None
-        self.needs_cameras = camera is not None
+        self.needs_cameras = camera is not None or camera_local is not None
 
     @classmethod
     def describe(cls, settings, options, stage) -> str:
@@ -31,10 +33,11 @@ class ClusterContrast(Objective):
         s = context.settings
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         return cls(ClusterProxies(centroids, update=s.cc_update, momentum=s.momentum, temperature=s.temperature),
-                   CameraTerms.build(context))
+                   CameraTerms.build(context), camera_local_mask(context))
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
-        loss, terms = self.memory.loss(f, y), {}
+        allowed = None if self.camera_local is None else self.camera_local.allowed(y, cameras)
+        loss, terms = self.memory.loss(f, y, allowed), {}
         if self.camera is not None:
             terms["loss_cc"] = loss
             loss = self.camera.add_to(loss, terms, f, y, cameras)
