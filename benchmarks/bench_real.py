@@ -97,7 +97,8 @@ ROWS = {
 }
 DEFAULT_ROWS = ["imagenet", "cc", "dmi_recipe", "dmi_ours", "ground_truth"]
 QUALITY = ("num_clusters", "num_outliers", "nmi", "pair_precision", "pair_recall", "cluster_cross_camera_share",
-           "cluster_cameras_mean", "tracklets_clustered", "tracklets_associated")
+           "cluster_cameras_mean", "tracklets_clustered", "tracklets_associated", "tracklet_cross_camera_pairs",
+           "tracklet_cross_camera_pairs_correct")
 
 
 def market_subset(source: Path, target: Path, train_ids: int, test_ids: int) -> Path:
@@ -186,10 +187,19 @@ def markdown(results: list[dict], budget: str, overrides: list[str] = ()) -> str
             cells = [f"e{e['epoch'] + 1}: {e.get('num_clusters')}/{e.get('num_outliers')}/{percent(e.get('nmi'))}/"
                      f"{percent(e.get('pair_precision'))}/{percent(e.get('pair_recall'))}/"
                      f"{percent(e.get('cluster_cross_camera_share'))}"
-                     + (f" (tracklets clustered {e['tracklets_clustered']}, associated {e['tracklets_associated']})"
-                        if e.get("tracklets_associated") is not None else "") for e in r["epochs"]]
+                     + tracklet_words(e) for e in r["epochs"]]
             lines.append(f"- {r['row']} seed {r['seed']}: " + "; ".join(cells))
     return "\n".join(lines)
+
+
+def tracklet_words(epoch: dict) -> str:
+    """`` (tracklets clustered C, associated A, cross-camera tracklet pairs correct k/n)`` where recorded."""
+    words = [f"{label} {epoch[key]}" for key, label in (("tracklets_clustered", "tracklets clustered"),
+                                                        ("tracklets_associated", "associated")) if key in epoch]
+    if epoch.get("tracklet_cross_camera_pairs") is not None:
+        words.append(f"cross-camera tracklet pairs correct {epoch['tracklet_cross_camera_pairs_correct']}/"
+                     f"{epoch['tracklet_cross_camera_pairs']}")
+    return f" ({', '.join(words)})" if words else ""
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -203,3 +203,13 @@ def test_build_wraps_only_when_asked():
     assert isinstance(build.labeler(load_config("smoke", [])), JaccardDBSCAN)
     wrapped = build.labeler(load_config("smoke", ["pseudo_labels.tracklets=true", "pseudo_labels.tracklet_level=tracklet"]))
     assert isinstance(wrapped, TrackletLabeler) and wrapped.base.min_samples == 2 and wrapped.level == "tracklet"
+
+
+def test_cross_camera_pair_counts_by_hand():
+    from dmireid.pseudo_labels.tracklets import cross_camera_pairs
+
+    labels = np.array([0, 0, 0, 1, 1, -1])
+    cameras = np.array([0, 1, 1, 0, 0, 1])
+    ids = np.array([5, 5, 6, 7, 7, 7])
+    # cluster 0: cross-camera pairs (0,1) correct, (0,2) wrong; cluster 1: one camera; -1 ignored
+    assert cross_camera_pairs(labels, cameras, ids) == (2, 1)

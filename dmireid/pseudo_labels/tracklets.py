@@ -165,6 +165,19 @@ def associate(labels: np.ndarray, links: list[tuple[float, int, int]], cameras: 
     return labels
 
 
+def cross_camera_pairs(labels: np.ndarray, cameras: np.ndarray, identities: np.ndarray) -> tuple[int, int]:
+    """(pairs of tracklets of one cluster in two cameras, those of one identity): the links' quality."""
+    keep = labels >= 0
+
+    def pairs(*keys: np.ndarray) -> int:
+        counts = np.unique(np.stack([k[keep] for k in keys]), axis=1, return_counts=True)[1] if keep.any() else []
+        return int(sum(int(c) * (int(c) - 1) // 2 for c in counts))
+
+    cross = pairs(labels) - pairs(labels, cameras)
+    correct = pairs(labels, identities) - pairs(labels, identities, cameras)
+    return cross, correct
+
+
 def renumber(labels: np.ndarray) -> np.ndarray:
     """Labels -1 kept, the others 0..C-1 in order of their smallest value."""
     out = np.full(len(labels), -1, dtype=np.int64)
@@ -225,6 +238,10 @@ class TrackletLabeler:
             before = t_labels.copy()
             t_labels = associate(t_labels, links, t_cameras, spans)
             self.stats["tracklets_associated"] = int((t_labels != before).sum())
+        if identities is not None and (np.asarray(identities) >= 0).all():  # diagnostics only
+            t_ids = majority(ids, np.asarray(identities, dtype=np.int64), num)
+            cross, correct = cross_camera_pairs(t_labels, t_cameras, t_ids)
+            self.stats.update(tracklet_cross_camera_pairs=cross, tracklet_cross_camera_pairs_correct=correct)
         if self.noise == "own":
             lonely = np.flatnonzero(t_labels < 0)
             t_labels[lonely] = (int(t_labels.max()) + 1 if (t_labels >= 0).any() else 0) + np.arange(len(lonely))
