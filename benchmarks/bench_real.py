@@ -14,7 +14,11 @@ Rows (``--rows``; each one ``dmireid train`` in a fresh subprocess, one run fold
 - ``ground_truth``: ``dmi_ours`` fed the true identities (``pseudo_labels.labeler=ground_truth``), the
   ceiling of any pseudo-label;
 - camera-aware rows (issue 18) where the installed dmireid has the keys: ``dmi_camproxy``,
-  ``dmi_balance``, ``dmi_both``, ``dmi_infomap``, ``cc_camproxy``.
+  ``dmi_balance``, ``dmi_both``, ``dmi_infomap``, ``cc_camproxy``;
+- tracklet rows (issue 23; (identity, camera) tracklets derived from the labels, no frames):
+  ``dmi_tracklets`` (clean), ``dmi_tracklets_noisy`` (fragmented into 2, 5 % switches), ``..._both``
+  (+ camera proxies + camera-balanced neighbours), ``dmi_tracklets_naive[_both]`` (issue 23's naive
+  rule: DBSCAN, majority cluster per tracklet, an unclustered tracklet its own pseudo-identity).
 
 The budget (``BUDGETS``) fixes resolution, batch, iterations, epochs, learning rate, eps and the
 backbone for every row alike; ``--set key=value`` changes them for every row. Printed: one markdown
@@ -73,7 +77,7 @@ OURS = ["data.camera_rule=spread", "data.erasing=torchvision", "memory.dcp_margi
 TRACKLETS = ["data.options.tracklets=identity_camera", "data.options.tracklet_frames=none", "pseudo_labels.tracklets=true",
              "pseudo_labels.tracklet_level=none", "memory.single_camera_clusters=own_camera"]
 NOISY = ["data.options.tracklet_fragments=2", "data.options.tracklet_switches=0.05"]
-NAIVE = ["pseudo_labels.tracklet_association=none", "pseudo_labels.tracklet_noise=own",
+NAIVE = ["pseudo_labels.tracklet_level=image", "pseudo_labels.tracklet_association=none", "pseudo_labels.tracklet_noise=own",
          "memory.single_camera_clusters=global"]
 CAMERA = ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]
 ROWS = {
