@@ -101,7 +101,8 @@ def main(argv=None) -> None:
                          int((labels < 0).sum()), quality, metrics))
     print(f"cold start on {args.data} ({len(data.train)} train images), ImageNet {args.arch} at 64x32, eps {args.eps}; "
           f"CPU {cpu_model()}, load {load_average():.1f}, {time.time() - start:.0f} s")
-    print("\n| start | clusters | outliers | pair precision | cross-camera clusters | mAP | R1 |\n|---|---|---|---|---|---|---|")
+    print("\n| start | clusters | outliers | pair precision | cross-camera clusters | mAP | R1 |\n"
+          "|---|---|---|---|---|---|---|")
     for name, clusters, outliers, q, m in rows:
         print(f"| {name} | {clusters} | {outliers} | {100 * q['pair_precision']:.1f} % | "
               f"{100 * q['cluster_cross_camera_share']:.1f} % | {100 * m['mAP']:.1f} | {100 * m['cmc'][0]:.1f} |")

@@ -74,11 +74,12 @@ def budget_words(budget: str, overrides: list[str] = ()) -> str:
     return words + (f"; --set {' '.join(extra)}" if extra else "")
 OURS = ["data.camera_rule=spread", "data.erasing=torchvision", "memory.dcp_margins=[0.0,0.0]",
         "memory.mip_source=momentum", "memory.ema_forward=eval", "memory.ema_buffers=true"]
-TRACKLETS = ["data.options.tracklets=identity_camera", "data.options.tracklet_frames=none", "pseudo_labels.tracklets=true",
-             "pseudo_labels.tracklet_level=none", "memory.single_camera_clusters=own_camera"]
+TRACKLETS = ["data.options.tracklets=identity_camera", "data.options.tracklet_frames=none",
+             "pseudo_labels.tracklets=true", "pseudo_labels.tracklet_level=none",
+             "memory.single_camera_clusters=own_camera"]
 NOISY = ["data.options.tracklet_fragments=2", "data.options.tracklet_switches=0.05"]
-NAIVE = ["pseudo_labels.tracklet_level=image", "pseudo_labels.tracklet_association=none", "pseudo_labels.tracklet_noise=own",
-         "memory.single_camera_clusters=global"]
+NAIVE = ["pseudo_labels.tracklet_level=image", "pseudo_labels.tracklet_association=none",
+         "pseudo_labels.tracklet_noise=own", "memory.single_camera_clusters=global"]
 CAMERA = ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]
 ROWS = {
     "imagenet": ("dmi_market1501", None),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dmireid.data import load_dataset
-from dmireid.data.derived_tracklets import derive_tracklets, frame_of, with_derived_tracklets
+from dmireid.data.derived_tracklets import derive_tracklets, frame_of
 from dmireid.errors import DmireidError
 from dmireid.pseudo_labels import JaccardDBSCAN, call_labeler
 from dmireid.pseudo_labels.tracklets import TrackletLabeler, compact_tracklets, majority, mutual_links
