@@ -18,7 +18,8 @@ Rows (``--rows``; each one ``dmireid train`` in a fresh subprocess, one run fold
 - tracklet rows (issue 23; (identity, camera) tracklets derived from the labels, no frames):
   ``dmi_tracklets`` (clean), ``dmi_tracklets_noisy`` (fragmented into 2, 5 % switches), ``..._both``
   (+ camera proxies + camera-balanced neighbours), ``dmi_tracklets_naive[_both]`` (issue 23's naive
-  rule: DBSCAN, majority cluster per tracklet, an unclustered tracklet its own pseudo-identity).
+  rule: DBSCAN, majority cluster per tracklet, an unclustered tracklet its own pseudo-identity),
+  ``dmi_tracklets_intra`` (clean, no association: every tracklet trains within its camera only).
 
 The budget (``BUDGETS``) fixes resolution, batch, iterations, epochs, learning rate, eps and the
 backbone for every row alike; ``--set key=value`` changes them for every row. Printed: one markdown
@@ -99,6 +100,7 @@ ROWS = {
     "dmi_tracklets_both": ("dmi_market1501", OURS + TRACKLETS + CAMERA),
     "dmi_tracklets_noisy_both": ("dmi_market1501", OURS + TRACKLETS + NOISY + CAMERA),
     "dmi_tracklets_naive_both": ("dmi_market1501", OURS + TRACKLETS + NAIVE + CAMERA),
+    "dmi_tracklets_intra": ("dmi_market1501", OURS + TRACKLETS + ["pseudo_labels.tracklet_association=none"]),
 }
 DEFAULT_ROWS = ["imagenet", "cc", "dmi_recipe", "dmi_ours", "ground_truth"]
 QUALITY = ("num_clusters", "num_outliers", "nmi", "pair_precision", "pair_recall", "cluster_cross_camera_share",
