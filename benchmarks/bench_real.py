@@ -14,7 +14,12 @@ Rows (``--rows``; each one ``dmireid train`` in a fresh subprocess, one run fold
 - ``ground_truth``: ``dmi_ours`` fed the true identities (``pseudo_labels.labeler=ground_truth``), the
   ceiling of any pseudo-label;
 - camera-aware rows (issue 18) where the installed dmireid has the keys: ``dmi_camproxy``,
-  ``dmi_balance``, ``dmi_both``, ``dmi_infomap``, ``cc_camproxy``.
+  ``dmi_balance``, ``dmi_both``, ``dmi_infomap``, ``cc_camproxy``;
+- tracklet rows (issue 23; (identity, camera) tracklets derived from the labels, no frames):
+  ``dmi_tracklets`` (clean), ``dmi_tracklets_noisy`` (fragmented into 2, 5 % switches), ``..._both``
+  (+ camera proxies + camera-balanced neighbours), ``dmi_tracklets_naive[_both]`` (issue 23's naive
+  rule: DBSCAN, majority cluster per tracklet, an unclustered tracklet its own pseudo-identity),
+  ``dmi_tracklets_intra`` (clean, no association: every tracklet trains within its camera only).
 
 The budget (``BUDGETS``) fixes resolution, batch, iterations, epochs, learning rate, eps and the
 backbone for every row alike; ``--set key=value`` changes them for every row. Printed: one markdown
@@ -52,12 +57,31 @@ BUDGETS = {
             "train.epochs=30", "train.step_size=20", "train.lr=0.00035", "train.schedule=single",
             "data.num_workers=8", "train.eval_every=100"],
 }
-BUDGET_WORDS = {"cpu": "CPU budget: 64x32, 8 epochs x 40 iterations x 64 images (16x4), lr 1e-3, eps 0.5, "
-                       "EMA 0.99, K_mip 4, 1 thread per row",
-                "tiny": "tiny budget (a code check, not a measurement): a subset, 64x32, 1 epoch x 2 iterations",
-                "gpu": "GPU budget: 256x128, 30 epochs x 100 iterations x 256 images (16x16), lr 3.5e-4 (x0.1 at 20)"}
+BUDGET_NAMES = {"cpu": "CPU budget", "tiny": "tiny budget (a code check, not a measurement)", "gpu": "GPU budget"}
+
+
+def budget_words(budget: str, overrides: list[str] = ()) -> str:
+    """The budget line of the table, from the settings that actually ran (``BUDGETS`` + ``--set``)."""
+    s = dict(item.split("=", 1) for item in [*BUDGETS[budget], *overrides] if "=" in item)
+    get = lambda key, default="?": s.get(key, default)  # noqa: E731
+    batch, instances = int(get("train.batch_size", 0)), int(get("data.num_instances", 1))
+    step, epochs = get("train.step_size", "none"), get("train.epochs")
+    decay = f" (x0.1 every {step} epochs)" if step != "none" and int(step) < int(epochs) else ""
+    words = (f"{BUDGET_NAMES[budget]}: {get('data.height')}x{get('data.width')}, {epochs} epochs x "
+             f"{get('train.iters')} iterations x {batch} images ({batch // instances}x{instances}), "
+             f"lr {get('train.lr', '3.5e-4')}{decay}, eps {get('pseudo_labels.eps', 'preset')}, "
+             f"EMA {get('memory.ema_momentum', 'preset')}, K_mip {get('memory.mip_instances', 'preset')}")
+    extra = [item for item in overrides if "=" in item]
+    return words + (f"; --set {' '.join(extra)}" if extra else "")
 OURS = ["data.camera_rule=spread", "data.erasing=torchvision", "memory.dcp_margins=[0.0,0.0]",
         "memory.mip_source=momentum", "memory.ema_forward=eval", "memory.ema_buffers=true"]
+TRACKLETS = ["data.options.tracklets=identity_camera", "data.options.tracklet_frames=none",
+             "pseudo_labels.tracklets=true", "pseudo_labels.tracklet_level=none",
+             "memory.single_camera_clusters=own_camera"]
+NOISY = ["data.options.tracklet_fragments=2", "data.options.tracklet_switches=0.05"]
+NAIVE = ["pseudo_labels.tracklet_level=image", "pseudo_labels.tracklet_association=none",
+         "pseudo_labels.tracklet_noise=own", "memory.single_camera_clusters=global"]
+CAMERA = ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]
 ROWS = {
     "imagenet": ("dmi_market1501", None),
     "cc": ("cc_market1501", []),
@@ -69,10 +93,19 @@ ROWS = {
     "dmi_both": ("dmi_market1501", OURS + ["memory.camera_proxies=true", "pseudo_labels.camera_balance=true"]),
     "dmi_infomap": ("dmi_market1501", OURS + ["pseudo_labels.labeler=infomap"]),
     "cc_camproxy": ("cc_market1501", ["memory.camera_proxies=true"]),
+    # tracklets (issue 23): derived (identity, camera) tracklets of the labelled set, no frames
+    "dmi_tracklets": ("dmi_market1501", OURS + TRACKLETS),
+    "dmi_tracklets_noisy": ("dmi_market1501", OURS + TRACKLETS + NOISY),
+    "dmi_tracklets_naive": ("dmi_market1501", OURS + TRACKLETS + NAIVE),
+    "dmi_tracklets_both": ("dmi_market1501", OURS + TRACKLETS + CAMERA),
+    "dmi_tracklets_noisy_both": ("dmi_market1501", OURS + TRACKLETS + NOISY + CAMERA),
+    "dmi_tracklets_naive_both": ("dmi_market1501", OURS + TRACKLETS + NAIVE + CAMERA),
+    "dmi_tracklets_intra": ("dmi_market1501", OURS + TRACKLETS + ["pseudo_labels.tracklet_association=none"]),
 }
 DEFAULT_ROWS = ["imagenet", "cc", "dmi_recipe", "dmi_ours", "ground_truth"]
 QUALITY = ("num_clusters", "num_outliers", "nmi", "pair_precision", "pair_recall", "cluster_cross_camera_share",
-           "cluster_cameras_mean")
+           "cluster_cameras_mean", "tracklets_clustered", "tracklets_associated", "tracklet_cross_camera_pairs",
+           "tracklet_cross_camera_pairs_correct")
 
 
 def market_subset(source: Path, target: Path, train_ids: int, test_ids: int) -> Path:
@@ -125,8 +158,8 @@ def percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def markdown(results: list[dict], budget: str) -> str:
-    lines = [f"{BUDGET_WORDS[budget]}", "",
+def markdown(results: list[dict], budget: str, overrides: list[str] = ()) -> str:
+    lines = [budget_words(budget, overrides), "",
              "| row | seed | mAP θ | R1 θ | mAP θ' | R1 θ' | clusters | outliers | NMI | pair P | pair R | "
              "cross-cam clusters | wall | peak MB | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -148,9 +181,20 @@ def markdown(results: list[dict], budget: str) -> str:
         if r.get("epochs"):
             cells = [f"e{e['epoch'] + 1}: {e.get('num_clusters')}/{e.get('num_outliers')}/{percent(e.get('nmi'))}/"
                      f"{percent(e.get('pair_precision'))}/{percent(e.get('pair_recall'))}/"
-                     f"{percent(e.get('cluster_cross_camera_share'))}" for e in r["epochs"]]
+                     f"{percent(e.get('cluster_cross_camera_share'))}"
+                     + tracklet_words(e) for e in r["epochs"]]
             lines.append(f"- {r['row']} seed {r['seed']}: " + "; ".join(cells))
     return "\n".join(lines)
+
+
+def tracklet_words(epoch: dict) -> str:
+    """`` (tracklets clustered C, associated A, cross-camera tracklet pairs correct k/n)`` where recorded."""
+    words = [f"{label} {epoch[key]}" for key, label in (("tracklets_clustered", "tracklets clustered"),
+                                                        ("tracklets_associated", "associated")) if key in epoch]
+    if epoch.get("tracklet_cross_camera_pairs") is not None:
+        words.append(f"cross-camera tracklet pairs correct {epoch['tracklet_cross_camera_pairs_correct']}/"
+                     f"{epoch['tracklet_cross_camera_pairs']}")
+    return f" ({', '.join(words)})" if words else ""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -194,7 +238,7 @@ def report(args: argparse.Namespace, results: list[dict]) -> str:
     if args.json:
         Path(args.json).write_text(json.dumps({"budget": args.budget, "settings": BUDGETS[args.budget] + args.set,
                                                "data": args.data, "arch": args.arch, "results": results}, indent=1))
-    return markdown(results, args.budget)
+    return markdown(results, args.budget, args.set)
 
 
 def real_check(argv: list[str]) -> int:
@@ -244,7 +288,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--render"]:  # print the table of earlier --json files together
         files = [json.loads(Path(f).read_text()) for f in argv[1:]]
-        print(markdown([r for f in files for r in f["results"]], files[0]["budget"]))
+        overrides = files[0].get("settings", [])[len(BUDGETS[files[0]["budget"]]):]
+        print(markdown([r for f in files for r in f["results"]], files[0]["budget"], overrides))
         return 0
     args = parse_args(argv)
     results = run_protocol(args)

@@ -43,6 +43,7 @@ from .errors import DmireidError
 from .models import BACKBONES, ReIDModel, build_model, normalise_pretrained, takes_option
 from .objectives import get_objective
 from .pseudo_labels import Labeler, construct_labeler
+from .pseudo_labels.tracklets import TrackletLabeler
 from .seeding import seed_everything
 
 log = logging.getLogger("dmireid.train")
@@ -141,10 +142,15 @@ def optimizer(cfg: Config) -> OptimizerSettings:
 def labeler(cfg: Config, device: torch.device | str | None = None, progress: bool = True) -> Labeler:
     """The registered labeler ``pseudo_labels.labeler`` with the ``pseudo_labels`` settings it takes."""
     p = cfg.pseudo_labels
-    return construct_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=p.min_samples,
-                         knn_backend=p.knn_backend, camera_balance=p.camera_balance, k1_intra=p.k1_intra,
-                         k1_inter=p.k1_inter, k2_intra=p.k2_intra, k2_inter=p.k2_inter, progress=progress,
-                         device=device)
+    min_samples = p.tracklet_min_samples if p.tracklets and p.tracklet_level == "tracklet" else p.min_samples
+    labeler = construct_labeler(p.labeler, p.options, k1=p.k1, k2=p.k2, eps=p.eps, min_samples=min_samples,
+                                knn_backend=p.knn_backend, camera_balance=p.camera_balance, k1_intra=p.k1_intra,
+                                k1_inter=p.k1_inter, k2_intra=p.k2_intra, k2_inter=p.k2_inter, progress=progress,
+                                device=device)
+    if not p.tracklets:
+        return labeler
+    return TrackletLabeler(labeler, level=p.tracklet_level, noise=p.tracklet_noise,
+                           association=p.tracklet_association, link_similarity=p.tracklet_link_similarity)
 
 
 def objective_settings(settings_class: type | None, section: Any) -> Any:

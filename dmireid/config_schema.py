@@ -67,6 +67,12 @@ class PseudoLabelConfig:
     k1_inter: int = 20  # camera_balance: reciprocal list length among the other cameras
     k2_intra: int = 3  # camera_balance: query expansion, nearest in the own camera (self included)
     k2_inter: int = 3  # camera_balance: query expansion, nearest in the other cameras
+    tracklets: bool = False  # tracklet-aware labels (pseudo_labels/tracklets.py): a tracklet is never split
+    tracklet_level: Literal["image", "tracklet", "none"] = "image"  # cluster images (then vote), tracklet means, or none
+    tracklet_min_samples: int = 2  # tracklet_level=tracklet: DBSCAN's min_samples, counted in tracklets
+    tracklet_association: Literal["none", "mutual"] = "mutual"  # cross-camera mutual-NN links
+    tracklet_link_similarity: float = 0.0  # the least cosine similarity of a link (camera-centred means)
+    tracklet_noise: Literal["own", "drop"] = "own"  # a tracklet in no cluster: own pseudo-identity | outlier
 
 
 @dataclass
@@ -91,6 +97,7 @@ class MemoryConfig:
     camera_hard_negatives: int = 50  # hard negative proxies of the inter-camera loss (CAP/O2CAP bg_knn)
     camera_temperature: float = 0.07  # of the camera losses (CAP inv_beta, O2CAP temp)
     camera_momentum: float = 0.2  # weight of the old value in camera proxy updates (CAP inv_alpha)
+    single_camera_clusters: Literal["global", "own_camera"] = "global"  # own_camera: objectives/camera_local.py
 
 
 @dataclass

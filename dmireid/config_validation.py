@@ -64,6 +64,7 @@ def _range_checks(cfg: Config) -> list[tuple[bool, str]]:
         (p.k2 <= p.k1, f"pseudo_labels.k2 ({p.k2}) must be <= pseudo_labels.k1 ({p.k1})"),
         (min(p.k1_intra, p.k1_inter, p.k2_intra, p.k2_inter) >= 1,
          "pseudo_labels.k1_intra, k1_inter, k2_intra and k2_inter must be >= 1"),
+        (p.tracklet_min_samples >= 1, "pseudo_labels.tracklet_min_samples must be >= 1"),
         (not p.camera_balance or p.labeler == "jaccard_dbscan",
          f"pseudo_labels.camera_balance applies to the jaccard_dbscan labeler, not {p.labeler!r}"),
         # memory

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from ..errors import DmireidError
 from .catalog import register_dataset
+from .derived_tracklets import with_derived_tracklets
 from .market_layout import (MARKET_SPLITS, MarketNaming, check_camera, find_root, list_images,
                             load_market_layout)
 from .samples import ReIDDataset, Sample
@@ -27,31 +29,43 @@ MARKET_SUBS = tuple(MARKET_SPLITS.values())
 
 
 @register_dataset("market1501")
-def load_market1501(root) -> ReIDDataset:
-    """Market-1501: 751 / 750 ids, 6 cameras; pid 0 = distractor, -1 = junk."""
+def load_market1501(root, tracklets: Literal["none", "identity_camera"] = "none", tracklet_fragments: int = 1,
+                   tracklet_switches: float = 0.0, tracklet_seed: int = 0,
+                   tracklet_frames: Literal["name", "none"] = "name") -> ReIDDataset:
+    """Market-1501: 751 / 750 ids, 6 cameras; pid 0 = distractor, -1 = junk. ``tracklets=identity_camera``
+    derives training tracklets (:mod:`dmireid.data.derived_tracklets`; also on dukemtmcreid, personx)."""
     root = find_root(root, MARKET_SUBS, ("Market-1501-v15.09.15", "Market-1501", "market1501"), "Market-1501")
-    return load_market_layout(root, "market1501", MarketNaming("Market-1501", "0002_c1s1_000451_03.jpg", 6))
+    dataset = load_market_layout(root, "market1501", MarketNaming("Market-1501", "0002_c1s1_000451_03.jpg", 6))
+    return with_derived_tracklets(dataset, tracklets, tracklet_fragments, tracklet_switches, tracklet_seed,
+                                  tracklet_frames)
 
 
 @register_dataset("dukemtmcreid")
-def load_dukemtmcreid(root) -> ReIDDataset:
+def load_dukemtmcreid(root, tracklets: Literal["none", "identity_camera"] = "none", tracklet_fragments: int = 1,
+                   tracklet_switches: float = 0.0, tracklet_seed: int = 0,
+                   tracklet_frames: Literal["name", "none"] = "name") -> ReIDDataset:
     """DukeMTMC-reID: 702 / 702 (+408 distractor) ids, 8 cameras."""
     root = find_root(root, MARKET_SUBS, ("DukeMTMC-reID",), "DukeMTMC-reID")
-    return load_market_layout(root, "dukemtmcreid", MarketNaming("DukeMTMC-reID", "0001_c2_f0046182.jpg", 8))
+    dataset = load_market_layout(root, "dukemtmcreid", MarketNaming("DukeMTMC-reID", "0001_c2_f0046182.jpg", 8))
+    return with_derived_tracklets(dataset, tracklets, tracklet_fragments, tracklet_switches, tracklet_seed,
+                                  tracklet_frames)
 
 
 PERSONX_CAMERAS = (3, 4, 8, 10, 11, 12)  # the camera numbers of the released subset, camid 0..5
 
 
 @register_dataset("personx")
-def load_personx(root) -> ReIDDataset:
+def load_personx(root, tracklets: Literal["none", "identity_camera"] = "none", tracklet_fragments: int = 1,
+                   tracklet_switches: float = 0.0, tracklet_seed: int = 0,
+                   tracklet_frames: Literal["name", "none"] = "name") -> ReIDDataset:
     """PersonX (the synthetic set in the Cluster Contrast / SpCL release): Market layout under
     ``PersonX/``; 1,266 ids, 9,840 train / 5,136 query / 30,816 gallery images, 6 cameras
     numbered c3, c4, c8, c10, c11, c12 in the file names (camid 0..5 in that order). Only the
     ``<pid>_c<camera>`` prefix of a name is read; every pid >= 0 is a person (-1 = junk)."""
     root = find_root(root, MARKET_SUBS, ("PersonX", "personx"), "PersonX")
     naming = MarketNaming("PersonX", "0001_c3_0001.jpg", PERSONX_CAMERAS, pid0_distractor=False)
-    return load_market_layout(root, "personx", naming)
+    return with_derived_tracklets(load_market_layout(root, "personx", naming), tracklets, tracklet_fragments,
+                                  tracklet_switches, tracklet_seed, tracklet_frames)
 
 
 VERI_SPLITS = {"train": "image_train", "query": "image_query", "gallery": "image_test"}

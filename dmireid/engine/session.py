@@ -65,6 +65,10 @@ class TrainingSession:
         self.dataset = self.load_data()
         self.train_identities = np.array([pid for _, pid, _ in self.dataset.train], dtype=np.int64)  # N, -1 unknown
         self.train_cameras = np.array([cam for _, _, cam in self.dataset.train], dtype=np.int64)  # N, 0..
+        # N int64 each (-1 unknown), or None when the dataset has none (ReIDDataset.train_tracklets / _frames)
+        self.train_tracklets, self.train_frames = (None if values is None else np.asarray(values, dtype=np.int64)
+                                                   for values in (self.dataset.train_tracklets,
+                                                                  self.dataset.train_frames))
         if dist.is_main() and not self.train_cameras.any():
             log.info("the training set has one camera (every camera id is 0)")
         self.check_cameras()

@@ -185,7 +185,10 @@ class Trainer(TrainingSession):
         collective = getattr(self.labeler, "collective", False)
         if dist.is_main() or collective:
             good = np.flatnonzero(ok)
-            labels[good] = call_labeler(self.labeler, features[good], cameras=cameras[good], identities=true[good])
+            tracklets, frames = self.train_tracklets, self.train_frames
+            labels[good] = call_labeler(self.labeler, features[good], cameras=cameras[good], identities=true[good],
+                                        tracklets=None if tracklets is None else tracklets[good],
+                                        frames=None if frames is None else frames[good])
         if not collective:
             labels = dist.broadcast(torch.from_numpy(labels).to(self.device)).cpu().numpy()
         num_clusters = int(labels.max()) + 1 if labels.size else 0
@@ -194,6 +197,7 @@ class Trainer(TrainingSession):
             self.storage.put(**label_quality(labels[ok], true[ok]))
         if num_clusters >= 1:
             self.storage.put(**camera_spread(labels[ok], cameras[ok]))
+        self.storage.put(**getattr(self.labeler, "stats", {}))
         return labels
 
     def objective_context(self, features: torch.Tensor, labels: np.ndarray) -> ObjectiveContext:

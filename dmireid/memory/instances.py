@@ -71,10 +71,13 @@ class MultiInstanceProxies(nn.Module):
             out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
             return out / self.temperature
 
-    def loss(self, f: torch.Tensor, y) -> torch.Tensor:
-        """Scalar L_MIP (labels -1 ignored); gradient to f only."""
+    def loss(self, f: torch.Tensor, y, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar L_MIP (labels -1 ignored); gradient to f only. ``allowed``: B×C bool, the
+        clusters each row may see (None: all)."""
         y = as_labels(y, f.device)
         logits = self.logits(f, y)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
         topk = self.negatives_topk
         if topk <= 0 or topk >= self.num_clusters - 1:
             return F.cross_entropy(logits, y, ignore_index=-1)

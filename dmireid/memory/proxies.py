@@ -88,9 +88,13 @@ class ClusterProxies(nn.Module):
         with _no_autocast(f.device):
             return f.float() @ self.proxies.t() / self.temperature
 
-    def loss(self, f: torch.Tensor, y) -> torch.Tensor:
-        """Scalar cross-entropy of f·Pᵀ/τ against y (labels -1 ignored); gradient to f only."""
-        return F.cross_entropy(self.logits(f), as_labels(y, f.device), ignore_index=-1)
+    def loss(self, f: torch.Tensor, y, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar cross-entropy of f·Pᵀ/τ against y (labels -1 ignored); gradient to f only.
+        ``allowed``: B×C bool, the proxies each row may see (None: all)."""
+        logits = self.logits(f)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        return F.cross_entropy(logits, as_labels(y, f.device), ignore_index=-1)
 
     @torch.no_grad()
     def update(self, f: torch.Tensor, y, groups: BatchGroups | None = None) -> None:
@@ -175,14 +179,14 @@ class DiscrepantProxies(nn.Module):
     def extra_repr(self) -> str:
         return f"updates={list(self.updates)}, margins={list(self.margins)}"
 
-    def loss_terms(self, f: torch.Tensor, y) -> list[torch.Tensor]:
+    def loss_terms(self, f: torch.Tensor, y, allowed: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Raw cross-entropy of each set (before any margin), in ``updates`` order."""
         y = as_labels(y, f.device)
-        return [s.loss(f, y) for s in self.sets]
+        return [s.loss(f, y, allowed) for s in self.sets]
 
-    def loss(self, f: torch.Tensor, y) -> torch.Tensor:
-        """Scalar L_DCP (see the class docstring); gradient to f only."""
-        terms = self.loss_terms(f, y)
+    def loss(self, f: torch.Tensor, y, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Scalar L_DCP (see the class docstring); gradient to f only. ``allowed``: B×C bool or None."""
+        terms = self.loss_terms(f, y, allowed)
         terms = [F.relu(t - m) if m > 0 else t for t, m in zip(terms, self.margins)]
         return torch.stack(terms).mean()
 

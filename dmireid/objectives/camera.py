@@ -31,6 +31,7 @@ class CameraSettings:
     camera_hard_negatives: int = 50  # hard negative proxies of the inter-camera loss
     camera_temperature: float = 0.07
     camera_momentum: float = 0.2  # weight of the old value in camera proxy updates
+    single_camera_clusters: str = "global"  # own_camera: a one-camera cluster trains within its camera (camera_local.py)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from ..memory import ClusterProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
 from .camera import CameraSettings, CameraTerms
+from .camera_local import CameraLocalMask, camera_local_mask
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,13 @@ class CCSettings(CameraSettings):
 class ClusterContrast(Objective):
     """``method=cc``: a :class:`~dmireid.memory.ClusterProxies` memory initialised with the centroids."""
 
-    settings_class = CCSettings
-
-    def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None):
+    def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None,
+                 camera_local: CameraLocalMask | None = None):
         super().__init__()
         self.memory = memory
-        self.camera = camera
+        self.camera, self.camera_local = camera, camera_local
         self.camera_memory = camera.memory if camera is not None else None
-        self.needs_cameras = camera is not None
+        self.needs_cameras = camera is not None or camera_local is not None
 
     @classmethod
     def describe(cls, settings: CCSettings, options, stage) -> str:
@@ -43,10 +43,11 @@ class ClusterContrast(Objective):
     def build(cls, context: ObjectiveContext, s: CCSettings) -> "ClusterContrast":
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         return cls(ClusterProxies(centroids, update=s.cc_update, momentum=s.momentum, temperature=s.temperature),
-                   CameraTerms.build(context, s))
+                   CameraTerms.build(context, s), camera_local_mask(context, s.single_camera_clusters))
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
-        loss, terms = self.memory.loss(f, y), {}
+        allowed = None if self.camera_local is None else self.camera_local.allowed(y, cameras)
+        loss, terms = self.memory.loss(f, y, allowed), {}
         if self.camera is not None:
             terms["loss_cc"] = loss
             loss = self.camera.add_to(loss, terms, f, y, cameras)

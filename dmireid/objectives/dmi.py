@@ -22,6 +22,7 @@ import torch
 from ..memory import DiscrepantProxies, MultiInstanceProxies, cluster_centroids
 from .base import Objective, ObjectiveContext, register_objective
 from .camera import CameraSettings, CameraTerms
+from .camera_local import CameraLocalMask, camera_local_mask
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,12 @@ class DMI(Objective):
 
     def __init__(self, dcp: DiscrepantProxies, mip: MultiInstanceProxies | None = None, mip_weight: float = 1.0,
                  mip_source: str = "online", generator: torch.Generator | None = None,
-                 camera: CameraTerms | None = None):
+                 camera: CameraTerms | None = None, camera_local: CameraLocalMask | None = None):
         super().__init__()
         self.dcp, self.mip = dcp, mip
-        self.camera = camera
+        self.camera, self.camera_local = camera, camera_local
         self.camera_memory = camera.memory if camera is not None else None
-        self.needs_cameras = camera is not None
+        self.needs_cameras = camera is not None or camera_local is not None
         self.mip_weight, self.mip_source, self.generator = float(mip_weight), mip_source, generator
         self.needs_momentum_features = mip is not None and mip_source == "momentum"
 
@@ -72,18 +73,19 @@ class DMI(Objective):
         centroids = cluster_centroids(context.features, context.labels).to(context.device)
         dcp = DiscrepantProxies(centroids, updates=tuple(s.dcp_updates), momentum=s.momentum,
                                 temperature=s.temperature, margins=tuple(s.dcp_margins))
-        camera = CameraTerms.build(context, s)
+        camera, local = CameraTerms.build(context, s), camera_local_mask(context, s.single_camera_clusters)
         if context.stage != 2:
-            return cls(dcp, camera=camera)
+            return cls(dcp, camera=camera, camera_local=local)
         generator = torch.Generator(device=context.device).manual_seed(context.seed)
         return cls(dcp, initial_instances(context, s), mip_weight=s.mip_weight, mip_source=s.mip_source,
-                   generator=generator, camera=camera)
+                   generator=generator, camera=camera, camera_local=local)
 
     def loss(self, f: torch.Tensor, y: torch.Tensor, cameras: torch.Tensor | None = None):
-        terms = {"loss_dcp": self.dcp.loss(f, y)}
+        allowed = None if self.camera_local is None else self.camera_local.allowed(y, cameras)
+        terms = {"loss_dcp": self.dcp.loss(f, y, allowed)}
         loss = terms["loss_dcp"]
         if self.mip is not None:
-            terms["loss_mip"] = self.mip.loss(f, y)
+            terms["loss_mip"] = self.mip.loss(f, y, allowed)
             loss = loss + self.mip_weight * terms["loss_mip"]
         if self.camera is not None:
             loss = self.camera.add_to(loss, terms, f, y, cameras)

@@ -130,10 +130,13 @@ register_labeler("infomap", InfomapLabeler)
 
 
 def call_labeler(labeler: Labeler, features: torch.Tensor, cameras: np.ndarray,
-                 identities: np.ndarray) -> np.ndarray:
-    """``labeler(features)`` plus the keywords among ``cameras`` / ``identities`` its ``__call__`` names.
+                 identities: np.ndarray, tracklets: np.ndarray | None = None,
+                 frames: np.ndarray | None = None) -> np.ndarray:
+    """``labeler(features)`` plus the keywords among ``cameras`` / ``identities`` / ``tracklets`` /
+    ``frames`` its ``__call__`` names.
 
-    cameras, identities: N int64 (camera ids from 0; true pids, -1 where unknown). A labeler written
+    cameras, identities: N int64 (camera ids from 0; true pids, -1 where unknown); tracklets, frames:
+    N int64 (-1 unknown) or None when the dataset has none (then not passed). A labeler written
     before these existed keeps its one-argument call.
     """
     try:
@@ -141,7 +144,8 @@ def call_labeler(labeler: Labeler, features: torch.Tensor, cameras: np.ndarray,
     except (TypeError, ValueError):
         params = {}
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    extra = {name: value for name, value in (("cameras", cameras), ("identities", identities))
+    given = (("cameras", cameras), ("identities", identities), ("tracklets", tracklets), ("frames", frames))
+    extra = {name: value for name, value in given if value is not None or name in ("cameras", "identities")
              if takes_any or name in params}
     return labeler(features, **extra)
 
