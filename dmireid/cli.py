@@ -1,7 +1,7 @@
 """``dmireid`` command line: a thin layer that parses arguments and calls the library.
 
 Commands: train, evaluate, make-synthetic, check-data, extract, search, cluster, export, visualize,
-index (build, add, remove, info, search), calibrate and serve (in :mod:`dmireid.cli_index`).
+index (build, add, remove, rebuild, info, search: :mod:`dmireid.cli_index`), calibrate (:mod:`dmireid.cli_calibrate`), serve (:mod:`dmireid.cli_serve`), crops and make-video (:mod:`dmireid.cli_tracking`).
 User errors print one line (``dmireid: error: ...``) and exit with status 2.
 """
 

@@ -1,6 +1,7 @@
-"""``dmireid index build|add|remove|rebuild|info|search``, ``dmireid calibrate`` and ``dmireid serve``: parsing only.
+"""``dmireid index build|add|remove|rebuild|info|search``: parsing only.
 
-The work is :class:`dmireid.inference.GalleryIndex` and :func:`dmireid.inference.calibrate`.
+The work is :class:`dmireid.inference.GalleryIndex`. ``calibrate`` is :mod:`dmireid.cli_calibrate`,
+``serve`` :mod:`dmireid.cli_serve`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from .logs import setup_logging
 
 
 def cmd_index_build(args) -> int:
@@ -103,51 +103,6 @@ def verdict(hits, threshold: float | None) -> str:
     return f"unknown (nearest {nearest:.4f} > threshold {threshold:.4f})"
 
 
-def cmd_calibrate(args) -> int:
-    from . import build
-    from .embedding.checkpoint import CONFIG_KEY, load_checkpoint
-    from .config import load_config
-    from .errors import DmireidError
-    from .inference import calibrate
-
-    index = None
-    if args.index:  # opened first: a wrong folder is said before the estimate, not after
-        from .inference import GalleryIndex
-
-        index = GalleryIndex.open(args.index)
-    saved = load_checkpoint(args.checkpoint).get(CONFIG_KEY)
-    if saved is None:
-        raise DmireidError(f"{args.checkpoint} is not a dmireid checkpoint (no config inside: its labeler is unknown)")
-    labeler = build.labeler(load_config(base=saved), device=None, progress=not args.quiet)  # the training labeler
-    est = calibrate(args.checkpoint, args.images, labeler, args.false_match_rate, encoder=args.encoder, device=args.device,
-                    batch_size=args.batch_size, skip_unreadable=args.skip_unreadable, progress=not args.quiet,
-                    write=not args.dry_run)
-    print(f"open-set threshold {est['threshold']:.4f} (cosine distance) at a {100 * est['false_match_rate']:.2f}% "
-          f"false-match rate between clusters")
-    print(f"{est['num_images']} images -> {est['num_clusters']} clusters, {est['num_outliers']} outliers; "
-          f"median distance within clusters {est['within_median']:.4f}, between {est['between_median']:.4f}; "
-          f"estimated true-match rate {100 * est['estimated_true_match_rate']:.1f}% ({est['encoder']} encoder)")
-    if args.dry_run:
-        print("not stored (--dry-run)")
-        return 0
-    print(f"stored in {args.checkpoint}")
-    if index is not None:
-        store_in_index(index, est)
-        print(f"stored in the index {args.index} (dmireid index search and serve use it)")
-    return 0
-
-
-def store_in_index(index, est: dict) -> None:
-    """The estimate as the index's threshold, when the index was built with the same weights."""
-    from .errors import DmireidError
-
-    if est["fingerprint"] != index.manifest["fingerprint"]:
-        raise DmireidError(f"--index {index.folder}: it was built with other weights "
-                           f"({index.manifest['fingerprint'][:12]}) than this checkpoint's {est['encoder']} "
-                           f"encoder ({est['fingerprint'][:12]}); the threshold is stored in the checkpoint only")
-    index.set_threshold(est["threshold"], est["false_match_rate"], source="calibrate")
-
-
 def _common(p: argparse.ArgumentParser, checkpoint: bool = False) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when available)")
     if checkpoint:
@@ -172,18 +127,11 @@ def _adding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", help="a label stored with each added image (e.g. a camera or a day)")
 
 
-def cmd_serve(args) -> int:
-    from .serve import run_server
-
-    setup_logging()
-    run_server(args.index_dir, host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
-               topk=args.topk, threshold=args.threshold, max_bytes=int(args.max_upload_mb * 1024 * 1024),
-               max_pixels=args.max_pixels)
-    return 0
-
-
 def add_index_parsers(sub) -> None:
     """The ``index`` command group and ``calibrate`` on the main parser's subparsers."""
+    from .cli_calibrate import add_calibrate_parser
+    from .cli_serve import add_serve_parser
+
     index = sub.add_parser("index", help="a persistent gallery: build, add, remove, info, search")
     isub = index.add_subparsers(dest="index_command", required=True)
 
@@ -227,29 +175,5 @@ def add_index_parsers(sub) -> None:
     _common(p, checkpoint=True)
     p.set_defaults(func=cmd_index_search)
 
-    p = sub.add_parser("calibrate", help="estimate a checkpoint's open-set threshold from unlabelled images")
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", help="image files, folders or globs (no labels needed)")
-    p.add_argument("--false-match-rate", type=float, default=0.01,
-                   help="share of different-cluster pairs allowed below the threshold (default 0.01)")
-    p.add_argument("--encoder", choices=["online", "momentum"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--skip-unreadable", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="print the estimate, leave the checkpoint (and index) as they are")
-    p.add_argument("--index", metavar="INDEX_DIR",
-                   help="also store the threshold in this gallery index (built with the same checkpoint)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _common(p)
-    p.set_defaults(func=cmd_calibrate)
-
-    p = sub.add_parser("serve", help="a local web page: search a gallery index with a dropped image, add it")
-    p.add_argument("index_dir", metavar="INDEX_DIR", help="gallery index folder (dmireid index build)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this computer only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--checkpoint", help="checkpoint (default: the one the index was built with)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--topk", type=int, default=10, help="gallery images shown per query (the page can change it)")
-    p.add_argument("--threshold", type=float, help="match distance threshold (default: the index's)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
-    p.set_defaults(func=cmd_serve)
+    add_calibrate_parser(sub)
+    add_serve_parser(sub)
