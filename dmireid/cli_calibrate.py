@@ -52,8 +52,6 @@ def store_in_index(index, est: dict) -> None:
 
 
 def add_calibrate_parser(sub) -> None:
-    from .cli_index import _common
-
     p = sub.add_parser("calibrate", help="estimate a checkpoint's open-set threshold from unlabelled images")
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", help="image files, folders or globs (no labels needed)")
@@ -66,5 +64,5 @@ def add_calibrate_parser(sub) -> None:
     p.add_argument("--index", metavar="INDEX_DIR",
                    help="also store the threshold in this gallery index (built with the same checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _common(p)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default: cuda when available)")
     p.set_defaults(func=cmd_calibrate)

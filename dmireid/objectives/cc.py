@@ -27,6 +27,8 @@ class CCSettings(CameraSettings):
 class ClusterContrast(Objective):
     """``method=cc``: a :class:`~dmireid.memory.ClusterProxies` memory initialised with the centroids."""
 
+    settings_class = CCSettings
+
     def __init__(self, memory: ClusterProxies, camera: CameraTerms | None = None,
                  camera_local: CameraLocalMask | None = None):
         super().__init__()
