@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np
 
 SHARED = harness.REPOSITORY.parent / "shared"

@@ -31,7 +31,7 @@ import logging
 import time
 from pathlib import Path
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before numpy / faiss)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / faiss)
 import numpy as np
 
 TOPK = 10

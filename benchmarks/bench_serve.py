@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before numpy / torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / torch)
 import numpy as np
 
 REPO = harness.REPOSITORY

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before numpy / torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / torch)
 import numpy as np
 
 import tracking_support as ts  # a sibling, like harness
@@ -41,7 +41,7 @@ ROWS = ("(a) no appearance", "(b) deep-sort MobileNetV2 (ImageNet)", "(c) dmirei
 
 
 # ---------------------------------------------------------------- output
-def load_average() -> str:
+def load_text() -> str:
     return " ".join(f"{x:.2f}" for x in harness.load_average())
 
 
@@ -210,7 +210,7 @@ def body(args, report) -> None:
             hyps_c = hyps
         print(name, {k: v for k, v in results["rows"][name].items() if k != "per_clip"}, flush=True)
     results["cross_camera"] = cross_camera(work, checkpoint, test_clips, hyps_c)
-    results["load"], results["seconds"] = load_average(), round(time.time() - started, 1)
+    results["load"], results["seconds"] = load_text(), round(time.time() - started, 1)
     results["machine_line"] = harness.machine_line(harness.machine(args.threads))
     table = markdown_table(results)
     write_results(work, results, table)
