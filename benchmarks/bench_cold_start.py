@@ -20,46 +20,27 @@ links of ``pseudo_labels.tracklets`` on raw and camera-centred tracklet means.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np
-import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
+SHARED = harness.REPOSITORY.parent / "shared"
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
-def load_average() -> float:
-    return os.getloadavg()[0]
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser():
+    parser = harness.arguments(__doc__, threads=1, quick="a 60/40-identity subset", json_path=False)
     parser.add_argument("--data", default=str(SHARED / "data" / "cuhk03_pair1"))
     parser.add_argument("--weights", default=str(SHARED / "weights" / "mobilenetv2_100_imagenet.pth"))
     parser.add_argument("--arch", default="timm:mobilenetv2_100")
-    parser.add_argument("--quick", action="store_true", help="a 60/40-identity subset")
     parser.add_argument("--eps", type=float, default=0.5)
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv=None) -> None:
+def body(args, report) -> None:
+    import torch
+
     from dmireid.data import load_dataset
     from dmireid.evaluation import evaluate
     from dmireid.models import build_model
@@ -69,9 +50,6 @@ def main(argv=None) -> None:
     from dmireid.pseudo_labels.tracklets import camera_centred, mutual_links, tracklet_means
     from dmireid.data.derived_tracklets import derive_tracklets
 
-    logging.basicConfig(level=logging.WARNING)
-    args = parse_args(argv)
-    torch.set_num_threads(1)
     data = load_dataset("market1501", args.data)
     if args.quick:
         keep = lambda samples, n: [s for s in samples if s[1] in sorted({p for _, p, _ in samples})[:n]]  # noqa: E731
@@ -100,7 +78,8 @@ def main(argv=None) -> None:
             rows.append((name + (" + camera Jaccard" if balance else ""), int(labels.max()) + 1,
                          int((labels < 0).sum()), quality, metrics))
     print(f"cold start on {args.data} ({len(data.train)} train images), ImageNet {args.arch} at 64x32, eps {args.eps}; "
-          f"CPU {cpu_model()}, load {load_average():.1f}, {time.time() - start:.0f} s")
+          f"{time.time() - start:.0f} s")
+    print(harness.machine_line(harness.machine(args.threads)))
     print("\n| start | clusters | outliers | pair precision | cross-camera clusters | mAP | R1 |\n"
           "|---|---|---|---|---|---|---|")
     for name, clusters, outliers, q, m in rows:
@@ -111,6 +90,7 @@ def main(argv=None) -> None:
     t_cams = np.zeros(num, dtype=np.int64)
     t_pids = np.zeros(num, dtype=np.int64)
     t_cams[tracklets], t_pids[tracklets] = cams_tr, pids_tr
+    print("\n" + harness.machine_line(harness.machine(args.threads)))
     print("\n| features | tracklet means | mutual cross-camera links | correct |\n|---|---|---|---|")
     for name in feats:
         means = tracklet_means(feats[name][0], tracklets, num)
@@ -122,4 +102,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main(body, parser()))

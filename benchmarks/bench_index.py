@@ -28,17 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
-import resource
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / faiss)
+import numpy as np
 
 TOPK = 10
 # ASSUMED, not measured: a trained re-ID model's within-identity cosine. --measure-similarity gave, on
@@ -50,30 +44,19 @@ TOPK = 10
 ASSUMED_SIMILARITY = 0.80
 
 
-# ----------------------------------------------------------------------------- harness pieces
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident MB so far (never reset here: the peak after the row)."""
+    return harness.peak_rss_bytes() / harness.MIB
 
 
 def timed(fn, repeats: int):
     """``(median seconds, last result)`` of ``repeats`` calls after one warm-up."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
+    return harness.median_seconds(fn, repeats, warmup=1)
+
+
+def machine_line(args) -> str:
+    """The harness's machine line, with the thread counts the table's columns run at."""
+    return harness.machine_line({**harness.machine(), "threads": ", ".join(map(str, args.threads))})
 
 
 # ----------------------------------------------------------------------------- data
@@ -201,15 +184,18 @@ def bench_row(faiss, n: int, kind: str, args) -> dict:
 def print_table(rows: list[dict], args) -> None:
     t = args.threads
     head = " ".join(f"{'numpy ' + str(k) + 't':>9} {'exact ' + str(k) + 't':>9} {'ratio':>6}" for k in t)
+    line = machine_line(args)
     print(f"\nd={args.dim}, {args.queries} queries per batch, top {TOPK}; seconds per batch (median of {args.repeats}); "
           f"exact block {args.block_size} rows; identity data: {args.views} views per identity, within-identity "
           f"cosine {args.similarity}")
+    print(line)
     print(f"{'data':<9}{'N':>9} {head} {'same top10':>10} {'peak MB':>8}")
     for r in rows:
         cells = " ".join(f"{r['numpy_s'][k]:>9.4f} {r['exact_s'][k]:>9.4f} {r['exact_s'][k] / r['numpy_s'][k]:>5.2f}x"
                          for k in t)
         print(f"{r['data']:<9}{r['n']:>9} {cells} {r['exact_equals_numpy']:>10.3f} {r['peak_rss_mb']:>8.0f}")
-    print(f"\n{'data':<9}{'N':>9} {'kind':>9} {'nlist':>6} {'build s':>8} {'nprobe':>6} "
+    print(f"\n{line}")
+    print(f"{'data':<9}{'N':>9} {'kind':>9} {'nlist':>6} {'build s':>8} {'nprobe':>6} "
           + " ".join(f"{'s ' + str(k) + 't':>8} {'vs exact':>8}" for k in t) + f" {'recall@10':>9}")
     for r in rows:
         for a in r["approx"]:
@@ -256,17 +242,16 @@ def main() -> None:
         args.sizes, args.data, args.threads, args.repeats, args.nprobe = [1000, 20_000], ["identity"], [1], 2, [8, 32]
     import faiss
 
-    print(f"CPU {cpu_model()}, {os.cpu_count()} cores; faiss {faiss.__version__}; numpy {np.__version__}; "
-          f"load average {os.getloadavg()}")
+    print(f"{machine_line(args)}; faiss {faiss.__version__}; numpy {np.__version__}")
     rows = []
     for n in args.sizes:
         for kind in args.data:
             rows.append(bench_row(faiss, n, kind, args))
             print(json.dumps(rows[-1]), flush=True)
     print_table(rows, args)
-    print(f"load average at the end {os.getloadavg()}")
+    print(f"load average at the end {harness.load_average()}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        harness.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ equal vectors, and every add the server acknowledged (200, "added to the gallery
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import io
@@ -31,18 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / torch)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-
-def cpu_model() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+REPO = harness.REPOSITORY
 
 
 def make_index(folder: Path, gallery: int, seed: int = 0) -> Path:
@@ -205,31 +196,33 @@ def run_load(work: Path, gallery: int, clients: int, seconds: float, max_request
     return result
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser():
+    p = harness.arguments(__doc__, threads=None, quick="2k gallery, 4 clients, 8 s", json_path=False)
     p.add_argument("--gallery", type=int, default=100_000)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--max-requests", type=int, default=2000, help="per client")
     p.add_argument("--add-every", type=int, default=4, help="every n-th search is followed by an add of its query")
-    p.add_argument("--quick", action="store_true", help="2k gallery, 4 clients, 8 s")
-    p.add_argument("--json")
-    args = p.parse_args()
+    p.add_argument("--json", help="also write the result here")
+    return p
+
+
+def body(args, report) -> None:
     if args.quick:
         args.gallery, args.clients, args.seconds = 2000, 4, 8
-    print(f"CPU {cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()}")
+    print(harness.machine_line(harness.machine(args.threads)), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         result = run_load(Path(tmp), args.gallery, args.clients, args.seconds, args.max_requests, args.add_every)
     print(json.dumps(result, indent=1))
+    print(harness.machine_line(harness.machine(args.threads)))
     print(f"{result['clients']} clients, {result['gallery']} gallery: {result['requests_per_s']:.1f} requests/s, "
           f"search p50 {result['search']['p50_ms']:.0f} ms p99 {result['search']['p99_ms']:.0f} ms, add p50 "
           f"{result['add']['p50_ms']:.0f} ms p99 {result['add']['p99_ms']:.0f} ms, {result['errors']} errors; "
           f"index whole: {result['check']['ids_agree'] and result['check']['vectors_agree']}, "
           f"{result['check']['acknowledged_adds']} acknowledged adds, {len(result['check']['missing_adds'])} missing")
-    print(f"load average at the end {os.getloadavg()}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        harness.write_json(args.json, result)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main(body, parser()))

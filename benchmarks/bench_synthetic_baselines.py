@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np
 import torch
 from PIL import Image

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np
 
 from dmireid.embedding.checkpoint import load_checkpoint

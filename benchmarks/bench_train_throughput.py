@@ -57,7 +57,7 @@ import statistics
 import sys
 import tempfile
 
-import harness  # noqa: I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import harness  # noqa: I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np
 import torch
 import torch.nn.functional as F

@@ -31,7 +31,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import harness  # noqa: E402,I001  (first: this checkout on sys.path, OMP_WAIT_POLICY before torch)
+import harness  # noqa: E402,I001  (first: this checkout first on the import path, OMP_WAIT_POLICY before torch)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 

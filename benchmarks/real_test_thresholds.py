@@ -17,11 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import sys, json, torch
+import json, torch
 from pathlib import Path
 torch.set_num_threads({threads})
-sys.path.insert(0, {tests!r})
-import test_real_images as t
+import test_real_images as t  # from tests/, on PYTHONPATH
 if {zero}:
     from dmireid.objectives import OBJECTIVES
     for cls in {{OBJECTIVES.get('dmi'), OBJECTIVES.get('cc')}}:
@@ -49,10 +48,11 @@ def main():
     for threads in args.threads:
         for seed in args.seeds:
             with tempfile.TemporaryDirectory() as tmp:
-                code = CHILD.format(threads=threads, tests=str(ROOT / "tests"), zero=args.zero_loss, tmp=tmp, seed=seed)
+                code = CHILD.format(threads=threads, zero=args.zero_loss, tmp=tmp, seed=seed)
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                      env={"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE",
-                                          "PATH": "/usr/bin:/bin"}, cwd=ROOT)
+                                          "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "tests")},
+                                     cwd=ROOT)
                 line = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else out.stderr.strip()[-300:]
                 print(json.dumps({"threads": threads, "seed": seed, "zero_loss": args.zero_loss}), line, flush=True)
 

@@ -19,6 +19,9 @@ SHARED = ROOT.parent / "shared"
 REAL = SHARED / "data" / "cuhk03_pair1"
 BENCHMARKS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py")) + ["gpu_check.py"]
 NEEDS = {"bench_real.py": (REAL.exists(), f"the real images are not at {REAL} (research-only, outside the repository)")}
+WEIGHTS = SHARED / "weights" / "mobilenetv2_100_imagenet.pth"
+NEEDS["bench_cold_start.py"] = (REAL.exists() and WEIGHTS.exists(),
+                                f"the real images ({REAL}) or the ImageNet weights ({WEIGHTS}) are absent")
 NEEDS.update({name: (importlib.util.find_spec("faiss") is not None, "faiss is not installed (the [faiss] extra)")
               for name in ("bench_index.py", "bench_pseudo_labels.py")})
 EXTRA = {"bench_real.py": ["--out", "{tmp}/bench_real"]}
