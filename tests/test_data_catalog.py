@@ -24,8 +24,10 @@ def scratch_registry():
 def test_builtin_names_and_their_options():
     builtin = [n for n in DATASETS.names() if DATASETS.get(n).__module__.startswith("dmireid.")]  # not plug-ins
     assert builtin == ["cuhk01", "cuhk03", "dukemtmcreid", "folder", "market1501", "msmt17", "personx",
-                                "synthetic", "veri776"]
-    assert dataset_options("market1501") == ()
+                                "synthetic", "tracklets", "veri776"]
+    tracklet_options = ("tracklets", "tracklet_fragments", "tracklet_switches", "tracklet_seed", "tracklet_frames")
+    assert dataset_options("market1501") == dataset_options("personx") == tracklet_options  # derived tracklets
+    assert dataset_options("tracklets") == ("test_root",)
     assert dataset_options("cuhk03") == ("boxes",) and dataset_options("cuhk01") == ("split_seed",)
     assert dataset_options("folder") == ("camera_pattern",)
     assert dataset_options("synthetic") == ("num_ids", "num_cameras", "seed", "height", "width", "images_per_camera")

@@ -142,9 +142,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = load_config("smoke", micro(tmp_path))
     original, calls = DiscrepantProxies.loss, [0]
 
-    def poisoned(self, f, y):
+    def poisoned(self, f, y, *allowed):  # allowed: the optional camera-local mask (None here)
         calls[0] += 1
-        loss = original(self, f, y)
+        loss = original(self, f, y, *allowed)
         return loss * float("nan") if calls[0] == cfg.train.iters + 3 else loss  # epoch 2, iteration 3
 
     monkeypatch.setattr(DiscrepantProxies, "loss", poisoned)
