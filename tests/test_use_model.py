@@ -22,16 +22,7 @@ from dmireid.embedding import FeatureExtractor, collect_image_paths, extract_fea
 from dmireid.inference import renumber_by_size, write_clusters_csv
 from dmireid.errors import DmireidError
 from dmireid.evaluation.visualize import draw_rank_strip, plot_training_curves, rank_gallery
-
-
-def _randomise_bn(model, seed):
-    """Non-trivial BatchNorm running statistics, so eval mode differs from a fresh model."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-            m.running_var.copy_(1 + 0.2 * torch.rand(m.running_var.shape, generator=g))
-    return model
+from model_fixtures import randomise_bn as _randomise_bn
 
 
 @pytest.fixture(scope="module")
